@@ -1,0 +1,145 @@
+# Config and sample-sheet validation, and the input functions every rule shares.
+import os
+
+from snakemake.utils import validate
+
+from loraedit.resources import rule_resources
+from loraedit.samples import load_samples, sample_row
+
+validate(config, schema="../config/config.schema.yaml")
+
+OUT = "results"
+DEMO = bool(config.get("demo", {}).get("enabled", False))
+TRAINED = ["naive", "mask", "mask+ref"]
+
+
+wildcard_constraints:
+    clip=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    method=r"[A-Za-z0-9][A-Za-z0-9+_-]*",
+
+
+def samples():
+    """The validated sheet; for the demo it exists only after the demo_data checkpoint ran."""
+    if DEMO:
+        sheet = checkpoints.demo_data.get().output.sheet
+    else:
+        sheet = config["samples"]
+    return load_samples(sheet)
+
+
+# A user sheet is validated at parse time, before the DAG starts: every bad row at once.
+if not DEMO:
+    samples()
+
+
+def row(wildcards):
+    return sample_row(samples(), wildcards.clip)
+
+
+def has_extra_edits(clip):
+    value = sample_row(samples(), clip).get("extra_edits")
+    return bool(value)
+
+
+def methods_for(clip):
+    """The configured variants that apply to this clip (mask+ref needs extra edited frames)."""
+    methods = [m for m in config["methods"] if m != "mask+ref" or has_extra_edits(clip)]
+    if config["infer"].get("composite_background"):
+        methods += [f"{m}+composite" for m in list(methods)]
+    return methods + [f"baseline-{name}" for name in config.get("baselines", {})]
+
+
+def prepare_inputs(wildcards):
+    r = row(wildcards)
+    inputs = {"video": r["video"], "edited": r["edited_first_frame"]}
+    if r.get("gt_video"):
+        inputs["gt"] = r["gt_video"]
+    return inputs
+
+
+def all_outputs(wildcards):
+    clips = list(samples().index)
+    outs = [
+        f"{OUT}/tables/metrics.csv",
+        f"{OUT}/tables/manifest.json",
+        f"{OUT}/tables/charts",
+    ]
+    for clip in clips:
+        outs += [f"{OUT}/{clip}/side_by_side.mp4"]
+        for m in methods_for(clip):
+            outs.append(f"{OUT}/{clip}/{m}/scores.json")
+    return outs
+
+
+def res(rule_name, key):
+    """Resources from config (loraedit.resources), growing with the retry attempt."""
+    num_frames = config["prepare"]["num_frames"]
+    width, height = config["prepare"]["landscape"]
+
+    def value(wildcards, attempt):
+        return rule_resources(config, rule_name, attempt, num_frames, width, height)[
+            key
+        ]
+
+    return value
+
+
+def train_settings(method):
+    """`train`, with `train_ref` on top for the stage-2 (mask+ref) variant."""
+    settings = dict(config["train"])
+    if method == "mask+ref":
+        settings.update(config.get("train_ref", {}))
+    return settings
+
+
+def train_inputs(wildcards):
+    inputs = {
+        "prepared": f"{OUT}/{wildcards.clip}/prepared",
+        "masks": f"{OUT}/{wildcards.clip}/masks",
+        "caption": f"{OUT}/{wildcards.clip}/caption.json",
+    }
+    if wildcards.method == "mask+ref":  # stage 2 continues from the stage-1 LoRA
+        inputs["init_lora"] = f"{OUT}/{wildcards.clip}/mask/lora"
+    return inputs
+
+
+def infer_inputs(wildcards):
+    inputs = {
+        "prepared": f"{OUT}/{wildcards.clip}/prepared",
+        "masks": f"{OUT}/{wildcards.clip}/masks",
+        "caption": f"{OUT}/{wildcards.clip}/caption.json",
+    }
+    if wildcards.method != "none":
+        inputs["lora"] = f"{OUT}/{wildcards.clip}/{wildcards.method}/lora"
+    return inputs
+
+
+def score_inputs(wildcards):
+    inputs = {
+        "prepared": f"{OUT}/{wildcards.clip}/prepared",
+        "masks": f"{OUT}/{wildcards.clip}/masks",
+    }
+    if not wildcards.method.startswith("baseline-"):
+        inputs["output"] = f"{OUT}/{wildcards.clip}/{wildcards.method}/output"
+    return inputs
+
+
+def all_scores(wildcards):
+    return [
+        f"{OUT}/{clip}/{m}/scores.json"
+        for clip in samples().index
+        for m in methods_for(clip)
+    ]
+
+
+def side_by_side_inputs(wildcards):
+    clip = wildcards.clip
+    return {
+        "prepared": f"{OUT}/{clip}/prepared",
+        "masks": f"{OUT}/{clip}/masks",
+        "outputs": [
+            f"{OUT}/{clip}/{m}/output"
+            for m in methods_for(clip)
+            if not m.startswith("baseline-")
+        ],
+    }

@@ -1,0 +1,53 @@
+# Stage 6: per-clip scores (the paper's Table 1 metrics + weight-free ones) for each method.
+
+
+rule score:
+    input:
+        unpack(score_inputs),
+    output:
+        f"{OUT}/{{clip}}/{{method}}/scores.json",
+    log:
+        f"{OUT}/logs/score/{{clip}}.{{method}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/score/{{clip}}.{{method}}.tsv"
+    conda:
+        "../envs/loraedit.yaml"
+    resources:
+        mem_mb=res("score", "mem_mb"),
+        runtime=res("score", "runtime"),
+        gpu=res("score", "gpu"),
+    params:
+        cfg=config.get("score", {}),
+        baseline=lambda wc: config.get("baselines", {}).get(
+            wc.method.removeprefix("baseline-")
+        ),
+    script:
+        "../scripts/score.py"
+
+
+rule aggregate:
+    input:
+        scores=all_scores,
+    output:
+        csv=report(
+            f"{OUT}/tables/metrics.csv",
+            caption="../report/metrics.rst",
+            category="Tables",
+        ),
+        md=f"{OUT}/tables/metrics.md",
+        tex=f"{OUT}/tables/metrics.tex",
+        manifest=f"{OUT}/tables/manifest.json",
+    log:
+        f"{OUT}/logs/aggregate.log",
+    conda:
+        "../envs/loraedit.yaml"
+    resources:
+        mem_mb=res("aggregate", "mem_mb"),
+        runtime=res("aggregate", "runtime"),
+        gpu=res("aggregate", "gpu"),
+    params:
+        methods=lambda wc: config["methods"],
+        config=config,
+        benchmarks=f"{OUT}/benchmarks",
+    script:
+        "../scripts/aggregate.py"

@@ -1,0 +1,146 @@
+"""Turn public benchmark layouts into a sample sheet (TSV).
+
+* AnyV2V demo: ``root/demo/<name>.mp4`` + ``root/demo/<name>/edited_first_frame/<edit>.png``
+* I2VEdit test set: ``root/itemN/source_and_edits/source.mp4`` + edited first frames (PNG) beside it
+
+CLI: ``python -m loraedit.importers {anyv2v,i2vedit} ROOT OUT.tsv``
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import sys
+import unicodedata
+from pathlib import Path
+
+import pandas as pd
+
+from .atomic import write_text
+
+EDIT_EXTS = (".png", ".jpg", ".jpeg", ".webp")
+VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif")
+MAX_SLUG = 40  # per part: keeps results/{clip}/... paths short
+
+
+def slugify(text: str) -> str:
+    """``"Turn his hair WHITE!"`` -> ``"turn-his-hair-white"`` (ASCII, lowercase, hyphens)."""
+    text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if len(slug) > MAX_SLUG:  # cut at a word boundary when there is one
+        cut = slug[: MAX_SLUG + 1]
+        slug = cut.rsplit("-", 1)[0] if "-" in cut else slug[:MAX_SLUG]
+    return slug
+
+
+def _short_hash(*parts: str) -> str:
+    return hashlib.sha1("/".join(parts).encode()).hexdigest()[:6]
+
+
+def safe_clip_id(name: str, edit: str | None = None, taken: set[str] | None = None) -> str:
+    """A path-safe, stable clip id ``<name-slug>_<edit-slug>``.
+
+    Slugs never contain ``_``, so the separator is unambiguous. A short hash of
+    the original names is appended only when the id is empty or already in
+    ``taken`` (which is updated).
+    """
+    parts = [slugify(name)] + ([slugify(edit)] if edit is not None else [])
+    cid = "_".join(p for p in parts if p)
+    raw = [str(name)] + ([str(edit)] if edit is not None else [])
+    if not cid:
+        cid = f"clip-{_short_hash(*raw)}"
+    if taken is not None:
+        if cid in taken:
+            cid = f"{cid}-{_short_hash(*raw)}"
+        taken.add(cid)
+    return cid
+
+
+def _natural_key(p: Path):
+    # item2 before item10
+    return [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", p.name)]
+
+
+def _write_sheet(rows: list[dict], out_tsv: str | os.PathLike) -> Path:
+    cols = ["clip_id", "video", "edited_first_frame", "prompt", "source_prompt"]
+    df = pd.DataFrame([{c: r.get(c, "") for c in cols} for r in rows], columns=cols)
+    write_text(out_tsv, df.to_csv(sep="\t", index=False))
+    return Path(out_tsv)
+
+
+def import_anyv2v(root: str | os.PathLike, out_tsv: str | os.PathLike) -> Path:
+    """One row per edited first frame of the AnyV2V demo layout; prompt = the edit's file name."""
+    root = Path(root)
+    demo = root / "demo" if (root / "demo").is_dir() else root
+    rows, taken = [], set()
+    for folder in sorted((d for d in demo.iterdir() if d.is_dir()), key=_natural_key):
+        edits_dir = folder / "edited_first_frame"
+        if not edits_dir.is_dir():
+            continue
+        videos = [folder.with_name(folder.name + ext) for ext in VIDEO_EXTS]
+        video = next((v for v in videos if v.is_file()), None)
+        if video is None and any(p.suffix.lower() in (".png", ".jpg") for p in folder.iterdir()):
+            video = folder  # frames folder (00000.png ...) next to edited_first_frame/
+        if video is None:
+            continue
+        for edit in sorted((p for p in edits_dir.iterdir() if p.suffix.lower() in EDIT_EXTS), key=_natural_key):
+            rows.append(
+                {
+                    "clip_id": safe_clip_id(folder.name, edit.stem, taken),
+                    "video": str(video.resolve()),
+                    "edited_first_frame": str(edit.resolve()),
+                    "prompt": edit.stem,
+                    "source_prompt": folder.name,
+                }
+            )
+    if not rows:
+        raise FileNotFoundError(f"{demo}: no <name>.mp4 with <name>/edited_first_frame/*.png found")
+    return _write_sheet(rows, out_tsv)
+
+
+def import_i2vedit(root: str | os.PathLike, out_tsv: str | os.PathLike) -> Path:
+    """One row per edited first frame (PNG) beside each ``itemN/source_and_edits/source.mp4``."""
+    root = Path(root)
+    rows, taken = [], set()
+    for item in sorted((d for d in root.iterdir() if d.is_dir()), key=_natural_key):
+        folder = item / "source_and_edits"
+        video = next((folder / f"source{ext}" for ext in VIDEO_EXTS if (folder / f"source{ext}").is_file()), None)
+        if video is None:
+            continue
+        edits = [p for p in folder.iterdir() if p.suffix.lower() in EDIT_EXTS and p.stem != "source"]
+        for edit in sorted(edits, key=_natural_key):
+            rows.append(
+                {
+                    "clip_id": safe_clip_id(item.name, edit.stem, taken),
+                    "video": str(video.resolve()),
+                    "edited_first_frame": str(edit.resolve()),
+                }
+            )
+    if not rows:
+        raise FileNotFoundError(f"{root}: no itemN/source_and_edits/source.mp4 with edited PNGs found")
+    return _write_sheet(rows, out_tsv)
+
+
+IMPORTERS = {"anyv2v": import_anyv2v, "i2vedit": import_i2vedit}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m loraedit.importers", description=__doc__.splitlines()[0])
+    ap.add_argument("layout", choices=sorted(IMPORTERS))
+    ap.add_argument("root", help="benchmark folder")
+    ap.add_argument("out_tsv", help="sample sheet to write")
+    args = ap.parse_args(argv)
+    try:
+        out = IMPORTERS[args.layout](args.root, args.out_tsv)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    n = len(out.read_text().splitlines()) - 1
+    print(f"{out}: {n} samples")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The run manifest (``results/tables/manifest.json``): what produced these numbers.
+
+Config, seed, model ids, package versions, sha256 of every input file, git
+commit, Python and platform, and wall time / peak memory per rule from the
+Snakemake ``benchmark:`` files.
+
+Benchmark files are expected at ``benchmarks/<rule>/<wildcards>.tsv`` (the rule
+is the folder right under a ``benchmarks`` folder; otherwise the file's stem).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import math
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .atomic import write_json
+from .metrics.base import pkg_version
+
+PACKAGES = (
+    "loraedit", "torch", "torchvision", "diffusers", "transformers", "peft", "accelerate", "safetensors",
+    "snakemake", "pyiqa", "opencv-python-headless", "opencv-python", "numpy", "pandas", "scikit-image",
+    "timm", "ffmpeg-python", "imageio-ffmpeg",
+)  # fmt: skip
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file; of a folder, the sha256 over its files' relative paths and hashes."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(f"{f.relative_to(path).as_posix()}\0{sha256(f)}\n".encode())
+        return h.hexdigest()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    return {p: v for p in PACKAGES if (v := pkg_version(p)) != "not installed"}
+
+
+def git_info(repo: str | os.PathLike = ".") -> dict | None:
+    """``{"commit", "dirty"}``, or None outside a git work tree / before the first commit.
+
+    ``--no-optional-locks`` keeps ``git status`` from rewriting the index.
+    """
+
+    def git(*args: str) -> str | None:
+        try:
+            p = subprocess.run(["git", "--no-optional-locks", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return p.stdout.strip() if p.returncode == 0 else None
+
+    commit = git("rev-parse", "--verify", "HEAD")
+    if not commit:
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status)}
+
+
+def rule_of(bench_file: str | os.PathLike) -> str:
+    parts = Path(bench_file).parts
+    if "benchmarks" in parts[:-1]:
+        i = len(parts) - 1 - parts[::-1].index("benchmarks")
+        if i + 1 < len(parts) - 1:
+            return parts[i + 1]
+    return Path(bench_file).stem
+
+
+def _num(v) -> float | None:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None  # Snakemake writes "-" / "NA" where it could not measure
+    return v if math.isfinite(v) else None
+
+
+def read_benchmarks(benchmark_files: list[str | os.PathLike]) -> tuple[list[dict], dict[str, dict]]:
+    """Per job ``{file, rule, wall_s, max_rss_mb, cpu_s}`` and per rule totals / peaks."""
+    jobs = []
+    for f in benchmark_files:
+        df = pd.read_csv(f, sep="\t")
+        for _, row in df.iterrows():  # several rows when the rule used benchmark repeats
+            jobs.append(
+                {
+                    "file": str(f),
+                    "rule": rule_of(f),
+                    "wall_s": _num(row.get("s")),
+                    "max_rss_mb": _num(row.get("max_rss")),
+                    "cpu_s": _num(row.get("cpu_time")),
+                }
+            )
+    rules: dict[str, dict] = {}
+    for j in jobs:
+        r = rules.setdefault(j["rule"], {"jobs": 0, "wall_s_total": 0.0, "wall_s_max": None, "max_rss_mb": None})
+        r["jobs"] += 1
+        if j["wall_s"] is not None:
+            r["wall_s_total"] += j["wall_s"]
+            r["wall_s_max"] = max(r["wall_s_max"] or 0.0, j["wall_s"])
+        if j["max_rss_mb"] is not None:
+            r["max_rss_mb"] = max(r["max_rss_mb"] or 0.0, j["max_rss_mb"])
+    return jobs, rules
+
+
+def _gpus() -> list[str]:
+    try:
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # no torch / no driver: the manifest still gets written
+        return []
+
+
+def write_manifest(
+    out_path: str | os.PathLike,
+    config: dict,
+    model_ids: dict,
+    input_files: list[str | os.PathLike],
+    benchmark_files: list[str | os.PathLike],
+    seed,
+) -> None:
+    """Write the run manifest JSON to ``out_path`` (atomically)."""
+    jobs, rules = read_benchmarks(benchmark_files)
+    manifest = {
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "model_ids": dict(model_ids),
+        "config": config,
+        "git": git_info(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": {"cpu_count": os.cpu_count(), "gpus": _gpus()},
+        "packages": package_versions(),
+        "inputs": [
+            {"path": str(p), "sha256": sha256(p), "bytes": Path(p).stat().st_size if Path(p).is_file() else None}
+            for p in input_files
+        ],
+        "rules": rules,
+        "jobs": jobs,
+    }
+    write_json(out_path, manifest)

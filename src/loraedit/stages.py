@@ -1,0 +1,173 @@
+"""The workflow's model stages wired from the library: what each `scripts/*.py` entry point runs.
+
+Kept free of Snakemake so every stage can be run and tested from Python.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from . import inference as inf
+from . import lora_io
+from . import training as tr
+from .atomic import atomic_path, write_json
+from .models.wan import (
+    WanModels, assemble_pipeline, backend_spec, load_encoders, load_transformers, resolve_device, resolve_dtype,
+)
+from .video_io import read_frames, read_image, read_mask, write_frames, write_mp4
+
+log = logging.getLogger(__name__)
+
+
+def read_prepared(prepared_dir: str | os.PathLike, masks_dir: str | os.PathLike, clip_id: str | None = None):
+    """(meta, frames uint8 (T, H, W, 3), keep (T, H, W) 0/1, edited frames {t: (H, W, 3)})."""
+    prepared = Path(prepared_dir)
+    meta = json.loads((prepared / "meta.json").read_text())
+    frames = read_frames(prepared / "frames", clip_id)
+    keep = read_mask(masks_dir, clip_id)
+    edited = {int(p.stem): read_image(p, clip_id) for p in sorted((prepared / "edited").glob("*.png"))}
+    return meta, frames, keep, edited
+
+
+def _device_dtype(model_cfg: dict) -> tuple[torch.device, torch.dtype]:
+    device = resolve_device(model_cfg.get("device", "auto"))
+    return device, resolve_dtype(model_cfg.get("dtype", "auto"), device)
+
+
+def _free(*objs) -> None:
+    for o in objs:
+        del o
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def apply_memory_modes(transformer, train_cfg: dict, device: torch.device) -> None:
+    """fp8 weight storage (layerwise casting) and group offloading, before the LoRA is attached."""
+    if train_cfg.get("fp8_weights"):
+        transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+    blocks = train_cfg.get("offload_blocks_per_group")
+    if blocks and device.type == "cuda":
+        transformer.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
+                                         offload_type="block_level", num_blocks_per_group=int(blocks),
+                                         use_stream=bool(train_cfg.get("offload_use_stream", True)))
+
+
+def read_lora_state(lora_dir: str | os.PathLike, expert: int = 0) -> dict[str, torch.Tensor]:
+    """A saved diffusers-format LoRA as peft state (the 'transformer.' prefix removed)."""
+    path = Path(lora_dir) / lora_io.expert_weight_name(expert, lora_io.DIFFUSERS_WEIGHT_NAME)
+    return {k.removeprefix("transformer."): v for k, v in load_file(str(path)).items()}
+
+
+def expert_t_ranges(models_spec) -> list[tuple[float, float]]:
+    """Wan2.2: expert 0 learns t >= boundary (high noise), expert 1 below it; Wan2.1: all of [0, 1]."""
+    if models_spec.boundary_ratio is None:
+        return [(0.0, 1.0)]
+    b = models_spec.boundary_ratio
+    return [(b, 1.0), (0.0, b)]
+
+
+def run_train(prepared_dir, masks_dir, caption_json, method: str, model_cfg: dict, train_cfg: dict,
+              out_lora_dir, loss_csv, loss_png, work_dir, init_lora_dir=None, clip_id: str | None = None,
+              progress: bool = True) -> list[dict]:
+    """Stage `train_lora` for one clip and one variant (naive | mask | mask+ref)."""
+    settings = tr.TrainSettings.from_config(train_cfg)
+    device, dtype = _device_dtype(model_cfg)
+    spec = backend_spec(model_cfg)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cache = work_dir / "samples.pt"
+
+    # 1. Encode once: VAE latents, text and image embeddings, cached on disk, encoders freed.
+    if cache.exists():
+        samples = torch.load(cache, map_location="cpu", weights_only=False)
+    else:
+        meta, frames, keep, edited = read_prepared(prepared_dir, masks_dir, clip_id)
+        captions = json.loads(Path(caption_json).read_text())
+        extra = {int(t): (img, captions["extra_prompts"].get(str(t), captions["infer_prompt"]))
+                 for t, img in edited.items() if t > 0}
+        encoders = load_encoders(model_cfg, device, dtype)
+        samples = tr.encode_samples(encoders, frames, keep, method, captions["train_prompt"], settings, device,
+                                    extra_refs=extra, edited_first=edited[0],
+                                    mask_mode=train_cfg.get("mask_downsample", "nearest"))
+        with atomic_path(cache) as tmp:
+            torch.save(samples, tmp)
+        _free(encoders)
+
+    # 2. Train the LoRA on the transformer(s) alone.
+    transformers = load_transformers(model_cfg, device if not train_cfg.get("offload_blocks_per_group") else None,
+                                     dtype)
+    histories, states = [], []
+    for i, (transformer, t_range) in enumerate(zip(transformers, expert_t_ranges(spec))):
+        apply_memory_modes(transformer, train_cfg, device)
+        tr.add_lora(transformer, settings)
+        if init_lora_dir is not None:  # Sec. 3.3.2 continues from the stage-1 LoRA
+            tr.load_lora_state(transformer, read_lora_state(init_lora_dir, i))
+        expert_dir = work_dir / f"expert{i}"
+        history = tr.train(transformer, samples, settings, device, expert_dir, t_range=t_range, progress=progress)
+        histories += [dict(h, expert=i) for h in history]
+        states.append(tr.lora_state(transformer))
+    with atomic_path(out_lora_dir, is_dir=True) as tmp:
+        lora_io.save_lora(tmp, states, tr.lora_config(settings))
+    tr.plot_loss(histories, loss_csv, loss_png)
+    for i in range(len(transformers)):
+        tr.finish(work_dir / f"expert{i}")
+    return histories
+
+
+def load_models_for_inference(model_cfg: dict, lora_dir=None) -> tuple[WanModels, torch.device]:
+    """Encoders + transformer(s), with the LoRA loaded by stock diffusers `load_lora_weights`."""
+    device, dtype = _device_dtype(model_cfg)
+    spec = backend_spec(model_cfg)
+    encoders = load_encoders(model_cfg, device, dtype)
+    transformers = load_transformers(model_cfg, device, dtype)
+    if lora_dir is not None:
+        pipe = assemble_pipeline(encoders, transformers, spec)
+        lora_io.load_lora_into_pipeline(pipe, lora_dir, num_experts=len(transformers))
+        transformers = [pipe.transformer] + ([pipe.transformer_2] if pipe.transformer_2 is not None else [])
+    return WanModels(spec, encoders, transformers), device
+
+
+def run_infer(prepared_dir, masks_dir, caption_json, method: str, model_cfg: dict, infer_cfg: dict, out_dir,
+              lora_dir=None, clip_id: str | None = None, progress: bool = True) -> np.ndarray:
+    """Stage `infer`: writes out_dir/frames/*.png, output.mp4 and side_by_side.mp4 (input | output | mask)."""
+    from .masks import overlay
+
+    settings = inf.InferSettings.from_config(infer_cfg)
+    meta, frames, keep, edited = read_prepared(prepared_dir, masks_dir, clip_id)
+    captions = json.loads(Path(caption_json).read_text())
+    models, device = load_models_for_inference(model_cfg, lora_dir)
+    # The naive variant (Sec. 3.1) is the stock I2V mask at inference too.
+    from .conditioning import first_frame_keep_mask
+
+    run_keep = first_frame_keep_mask(*keep.shape) if method == "naive" else keep
+    output = inf.edit_video(models, frames, edited[0], run_keep, captions["infer_prompt"], settings, device, progress)
+    write_output(out_dir, output, frames, keep, meta.get("fps", 8.0), overlay)
+    return output
+
+
+def write_output(out_dir, output: np.ndarray, frames: np.ndarray, keep: np.ndarray, fps: float, overlay) -> None:
+    """One atomic folder: frames/, output.mp4, side_by_side.mp4 (input | output | mask overlay)."""
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        write_frames(Path(tmp) / "frames", output)
+        write_mp4(Path(tmp) / "output.mp4", output, fps)
+        panel = np.concatenate([frames, output, overlay(frames, keep)], axis=2)  # (T, H, 3W, 3)
+        write_mp4(Path(tmp) / "side_by_side.mp4", panel, fps)
+
+
+def run_composite(prepared_dir, masks_dir, method_out_dir, out_dir, feather_px: int = 5, clip_id=None) -> None:
+    """Beyond the paper: the method's output with the kept background pasted back (feathered)."""
+    from .masks import overlay
+
+    meta, frames, keep, _ = read_prepared(prepared_dir, masks_dir, clip_id)
+    output = read_frames(Path(method_out_dir) / "frames", clip_id)
+    composited = inf.composite_background(output, frames, keep, feather_px)
+    write_output(out_dir, composited, frames, keep, meta.get("fps", 8.0), overlay)

@@ -1,0 +1,114 @@
+"""The whole demo workflow through the Snakemake Python API, on the tiny model, in a temp workdir.
+
+Checks every output exists and is well-formed: prepared clips, masks, captions, LoRAs in both
+formats, edited videos, scores, the tables and the manifest."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+from loraedit.video_io import ffmpeg_exe, probe, read_frames
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The default demo config, shortened so the suite stays within its time budget on 2 cores.
+OVERRIDES = {
+    "demo": {"enabled": True, "num_clips": 3, "num_frames": 9, "seed": 0},
+    "prepare": {"num_frames": 9, "landscape": [64, 48], "portrait": [48, 64], "square": [48, 48]},
+    "methods": ["naive", "mask", "mask+ref", "none"],
+    "train": {"steps": 6, "checkpoint_every": 3},
+    "train_ref": {"steps": 3},
+    "infer": {"num_steps": 3, "composite_background": True},
+}
+
+
+def run_workflow(workdir: Path, config: dict, targets=None):
+    with SnakemakeApi(OutputSettings(quiet=None)) as api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=2),
+            config_settings=ConfigSettings(config=config),
+            snakefile=REPO / "Snakefile",
+            workdir=workdir,
+        )
+        dag = workflow.dag(dag_settings=DAGSettings(targets=targets or ()))
+        dag.execute_workflow(executor="local")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("wf")
+    run_workflow(workdir, OVERRIDES)
+    return workdir / "results"
+
+
+def test_tables_and_manifest(demo_run):
+    tables = demo_run / "tables"
+    metrics = pd.read_csv(tables / "metrics.csv")
+    assert {"clip_id", "method"} <= set(metrics.columns) or "method" in metrics.columns
+    methods = set(metrics["method"])
+    assert {"naive", "mask", "none", "mask+composite"} <= methods
+    assert "mask+ref" in methods  # the demo has one clip with an extra edited frame
+    assert (tables / "metrics.md").read_text().count("|") > 10
+    assert "\\toprule" in (tables / "metrics.tex").read_text()
+    manifest = json.loads((tables / "manifest.json").read_text())
+    assert manifest["config"]["model"]["backend"] == "tiny"
+    assert any(p.suffix == ".png" for p in (tables / "charts").iterdir())
+
+
+def test_per_clip_outputs(demo_run):
+    sheet = pd.read_csv(demo_run / "demo_data" / "samples.tsv", sep="\t")
+    assert len(sheet) == 3
+    for clip in sheet["clip_id"]:
+        d = demo_run / clip
+        meta = json.loads((d / "prepared" / "meta.json").read_text())
+        frames = read_frames(d / "prepared" / "frames")
+        assert frames.shape == (9, meta["height"], meta["width"], 3)
+        masks = read_frames(d / "masks")
+        assert masks.shape[:3] == frames.shape[:3] and masks[0].min() == 255  # frame 1 always kept
+        caption = json.loads((d / "caption.json").read_text())
+        assert caption["train_prompt"].startswith("p3rs0n,") and caption["infer_prompt"]
+        has_ref = isinstance(sheet.set_index("clip_id").loc[clip].get("extra_edits"), str)
+        for method in ["naive", "mask", "none"] + (["mask+ref"] if has_ref else []):
+            out = d / method / "output"
+            video = read_frames(out / "frames")
+            assert video.shape == frames.shape and video.dtype == np.uint8
+            info = probe(out / "output.mp4")
+            assert info["num_frames"] == 9 and (info["width"], info["height"]) == (meta["width"], meta["height"])
+            scores = json.loads((d / method / "scores.json").read_text())
+            assert scores["clip_id"] == clip and scores["method"] == method
+            assert any(m["value"] is not None for m in scores["metrics"].values())
+            if method != "none":
+                lora = load_file(str(d / method / "lora" / "pytorch_lora_weights.safetensors"))
+                assert any(k.startswith("transformer.blocks.0.attn1.to_q.lora_A") for k in lora)
+                wan = load_file(str(d / method / "lora" / "lora_wan.safetensors"))
+                assert "diffusion_model.blocks.0.self_attn.q.lora_A.weight" in wan
+                loss = pd.read_csv(d / method / "loss.csv")
+                assert len(loss) == (3 if method == "mask+ref" else 6) and np.isfinite(loss["loss"]).all()
+                assert not (d / method / "work" / "expert0" / "checkpoint.pt").exists()
+        assert probe(d / "side_by_side.mp4")["num_frames"] == 9
+
+
+def test_no_temporary_files_left(demo_run):
+    leftovers = [p for p in demo_run.rglob("*") if ".tmp" in p.name]
+    assert not leftovers, leftovers
+
+
+def test_bad_sheet_fails_before_the_dag(tmp_path):
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text("clip_id\tvideo\tedited_first_frame\nok\tmissing.mp4\tmissing.png\nbad id\tx.mp4\ty.png\n")
+    proc = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "snakemake"), "-n", "--cores", "1", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path), "--config", f"samples={sheet}", "demo={'enabled': False}"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "line 2 (clip ok)" in out and "missing.mp4" in out
+    assert "line 3" in out and "bad id" in out
