@@ -8,8 +8,8 @@ rule bar_charts:
         report(
             directory(f"{OUT}/tables/charts"),
             patterns=["{metric}.png"],
-            caption="../report/charts.rst",
-            category="Bar charts",
+            caption="../report/bar_chart.rst",
+            category="Metrics",
         ),
     log:
         f"{OUT}/logs/bar_charts.log",

@@ -31,8 +31,8 @@ rule aggregate:
     output:
         csv=report(
             f"{OUT}/tables/metrics.csv",
-            caption="../report/metrics.rst",
-            category="Tables",
+            caption="../report/metrics_table.rst",
+            category="Metrics",
         ),
         md=f"{OUT}/tables/metrics.md",
         tex=f"{OUT}/tables/metrics.tex",

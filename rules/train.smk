@@ -9,8 +9,8 @@ rule train_lora:
         loss_csv=f"{OUT}/{{clip}}/{{method}}/loss.csv",
         loss_png=report(
             f"{OUT}/{{clip}}/{{method}}/loss.png",
-            caption="../report/loss.rst",
-            category="Loss curves",
+            caption="../report/loss_curve.rst",
+            category="Training",
             labels={"clip": "{clip}", "method": "{method}"},
         ),
     log:

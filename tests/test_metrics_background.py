@@ -58,7 +58,7 @@ def test_empty_mask_is_na(video):
 def test_weight_metrics_need_cached_files(video, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
     assert torch.hub.get_dir() == str(tmp_path / "hub")
-    rec = pyiqa_metric("niqe", video, None, "cpu", needs_weights=True)
+    rec = pyiqa_metric("niqe", video, None, "cpu")
     assert rec["value"] is None and rec["note"] == "n/a (no weights)" and rec["higher_is_better"] is False
     files = required_weight_files("lpips")
     assert {f.name for f in files} == {"LPIPS_v0.1_alex-df73285e.pth", "alexnet-owt-7be5be79.pth"}
@@ -67,6 +67,7 @@ def test_weight_metrics_need_cached_files(video, tmp_path, monkeypatch):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.touch()
     assert weights_cached("lpips") and not weights_cached("musiq")
+    assert weights_cached("psnr") and not weights_cached("topiq_nr")  # unknown files: never guessed
 
 
 def test_small_frames_skip_ms_ssim_with_a_reason(video):

@@ -37,22 +37,25 @@ def test_parse_scores(stdout, scores):
 
 def test_parse_scores_rejects_output_without_a_score():
     with pytest.raises(ValueError, match="no score"):
-        parse_scores("model loaded\n{\"status\": \"ok\"}\n")
+        parse_scores('model loaded\n{"status": "ok"}\n')
 
 
 def test_configured_command_gets_the_frames_and_its_scores_are_averaged(frames, tmp_path):
     # A stand-in scorer in another process: per-frame score = mean pixel value / 51 (0..5),
     # read back from the PNGs it was given, so the frames really crossed over.
     script = tmp_path / "scorer.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import json, os, sys
         import numpy as np
         from PIL import Image
         folder, model = sys.argv[1], sys.argv[2]
         files = sorted(os.listdir(folder))
         print("loading", model)
-        print(json.dumps({"scores": [float(np.asarray(Image.open(os.path.join(folder, f))).mean() / 51) for f in files]}))
-    """))
+        means = [float(np.asarray(Image.open(os.path.join(folder, f))).mean()) for f in files]
+        print(json.dumps({"scores": [m / 51 for m in means]}))
+    """)
+    )
     cmd = f"{sys.executable} {script} {{frames}} {{model}}"
     rec = deqa_metric(frames, {"command": cmd, "model": "my/deqa"}, clip_id="c")
     expected = np.mean([f.mean() / 51 for f in frames])
@@ -67,6 +70,8 @@ def test_failing_command_raises_a_clip_error(frames):
 
 
 def test_python_setting_runs_the_bundled_runner(tmp_path):
-    cmd = _command({"python": "/opt/deqa env/bin/python", "command": None, "model": "zhiyuanyou/DeQA-Score-Mix3"}, tmp_path)
+    cmd = _command(
+        {"python": "/opt/deqa env/bin/python", "command": None, "model": "zhiyuanyou/DeQA-Score-Mix3"}, tmp_path
+    )
     assert cmd.startswith("'/opt/deqa env/bin/python' ") and str(RUNNER) in cmd and cmd.endswith(str(tmp_path))
     assert RUNNER.is_file()

@@ -111,6 +111,13 @@ def test_bad_shapes_name_the_clip_and_input(clip):
         score_clip(clip, clip, edit_masks(), {3: clip[3]}, cfg=FAST, clip_id="c1")
 
 
+def test_config_errors_come_before_any_scoring(clip):
+    with pytest.raises(ValueError, match="unknown pyiqa metric.*'psnrr'"):
+        score_clip(clip, clip, edit_masks(), {0: clip[0]}, cfg={"pyiqa_metrics": ["psnrr"]})
+    with pytest.raises(ValueError, match="score.flow = 'raft'"):
+        score_clip(clip, clip, edit_masks(), {0: clip[0]}, cfg={**FAST, "flow": "raft"})
+
+
 def test_mask_files_as_0_255_are_accepted(clip):
     out = clip.copy()
     out[:, 12:36, 20:44] = 0

@@ -31,7 +31,9 @@ def chromium() -> str:
     if exe:
         return exe
     if os.geteuid() != 0:
-        pytest.skip("chromium is not installed and this user cannot install it (run .ci/setup.d/20-chromium.sh as root)")
+        pytest.skip(
+            "chromium is not installed and this user cannot install it (run .ci/setup.d/20-chromium.sh as root)"
+        )
     pytest.fail("chromium missing although running as root: .ci/setup.d/20-chromium.sh did not install it")
 
 
@@ -45,7 +47,7 @@ def screenshot(url: str, tmp_path: Path, wait_ms: int = 0) -> np.ndarray:
     ]  # fmt: skip
     if wait_ms:
         cmd.append(f"--virtual-time-budget={wait_ms}")  # let the report's JavaScript render
-    proc = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=120, check=False)
     assert png.is_file(), f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-800:]}"
     img = cv2.imread(str(png), cv2.IMREAD_COLOR)
     assert img is not None and img.shape[:2] == (900, 1200)
@@ -119,52 +121,89 @@ def test_summary_page_renders_in_chromium(tables, tmp_path):
     assert blue > 1000, "the bar charts did not render"
 
 
+MINI_SNAKEFILE = """
+import glob
+import numpy as np
+from matplotlib.figure import Figure
+from loraedit.report_assets import bar_charts, side_by_side
+from loraedit.tables import aggregate
+
+configfile: "config.yaml"
+report: "report/workflow.rst"
+
+rule all:
+    input:
+        "results/tables/metrics.html",
+        "results/tables/charts",
+        "results/c1/side_by_side.mp4",
+        "results/c1/mask/loss.png",
+
+rule aggregate:
+    input: sorted(glob.glob("results/*/*/scores.json"))
+    output:
+        html=report("results/tables/metrics.html", caption="report/metrics_table.rst", category="Metrics"),
+        csv="results/tables/metrics.csv",
+    run:
+        aggregate(input, "results/tables")
+
+rule charts:
+    input: "results/tables/metrics.csv"
+    output:
+        report(
+            directory("results/tables/charts"),
+            patterns=["{metric}.png"],
+            caption="report/bar_chart.rst",
+            category="Metrics",
+            labels={"metric": "{metric}"},
+        ),
+    run:
+        bar_charts(input[0], output[0])
+
+rule side_by_side:
+    output:
+        report(
+            "results/{clip}/side_by_side.mp4",
+            caption="report/side_by_side.rst",
+            category="Videos",
+            labels={"clip": "{clip}"},
+        ),
+    run:
+        frames = np.full((5, 32, 32, 3), 90, np.uint8)
+        side_by_side([("input", frames), ("mask", 255 - frames)], output[0], fps=8)
+
+rule loss:
+    output:
+        report(
+            "results/{clip}/{method}/loss.png",
+            caption="report/loss_curve.rst",
+            category="Training",
+            labels={"clip": "{clip}", "method": "{method}"},
+        ),
+    run:
+        fig = Figure(figsize=(3, 2))
+        fig.add_subplot().plot([1.0, 0.6, 0.5, 0.45])
+        fig.savefig(output[0])
+"""
+
+
 def test_snakemake_report_renders_with_our_captions(tmp_path):
-    """A miniature workflow marks tables, charts and a video with report() and our captions."""
+    """A miniature workflow marks tables, charts, a video and a loss curve with report() and our captions."""
     chromium()  # skip/fail early, before spending time on Snakemake
     shutil.copytree(REPO / "report", tmp_path / "report")
     write_scores(tmp_path / "results")
-    (tmp_path / "Snakefile").write_text(textwrap.dedent('''
-        import glob
-        import numpy as np
-        from loraedit.report_assets import bar_charts, side_by_side
-        from loraedit.tables import aggregate
-
-        configfile: "config.yaml"
-        report: "report/workflow.rst"
-
-        rule all:
-            input: "results/tables/metrics.html", "results/tables/charts", "results/c1/mask/output/side_by_side.mp4"
-
-        rule aggregate:
-            input: sorted(glob.glob("results/*/*/scores.json"))
-            output:
-                html=report("results/tables/metrics.html", caption="report/metrics_table.rst", category="Metrics"),
-                csv="results/tables/metrics.csv",
-            run:
-                aggregate(input, "results/tables")
-
-        rule charts:
-            input: "results/tables/metrics.csv"
-            output: report(directory("results/tables/charts"), patterns=["{metric}.png"], caption="report/bar_chart.rst", category="Metrics", labels={"metric": "{metric}"})
-            run:
-                bar_charts(input[0], output[0])
-
-        rule side_by_side:
-            output: report("results/{clip}/{method}/output/side_by_side.mp4", caption="report/side_by_side.rst", category="Videos", subcategory="{clip}", labels={"clip": "{clip}", "method": "{method}"})
-            run:
-                frames = np.full((5, 32, 32, 3), 90, np.uint8)
-                side_by_side([("input", frames), ("{method}", 255 - frames)], output[0], fps=8)
-    '''))
+    (tmp_path / "Snakefile").write_text(MINI_SNAKEFILE)
     (tmp_path / "config.yaml").write_text("score:\n  clip_model: tiny\n")
-    snakemake = [sys.executable, "-m", "snakemake", "--cores", "1", "--quiet", "all"]
-    run = subprocess.run(snakemake, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    rep = subprocess.run([*snakemake[:-1], "--report", "report.html"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert rep.returncode == 0, rep.stderr[-2000:]
+    snakemake = [sys.executable, "-m", "snakemake", "--cores", "1", "--quiet"]
+    for args in (["all"], ["--report", "report.html"]):
+        run = subprocess.run(
+            [*snakemake, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
     html = (tmp_path / "report.html").read_text()
-    # The captions were rendered (RST + Jinja) into the report.
+    # Every caption was rendered (Jinja, then RST) into the report.
     assert "best mean per column in <strong>bold</strong>" in html
-    assert "Clip <strong>c1</strong>, side by side" in html
     assert "tiny <em>random</em> CLIP" in html  # config-dependent note
+    assert "Side by side for clip <strong>c1</strong>" in html
+    assert "LoRA training loss for clip <strong>c1</strong>, method <strong>mask</strong>" in html
+    assert "error bar = standard" in html
     assert_not_blank(screenshot((tmp_path / "report.html").as_uri(), tmp_path, wait_ms=5000))

@@ -104,7 +104,7 @@ def runs(slurm, tmp_path_factory):
     overlay.write_text(yaml.safe_dump(DEMO_OVERLAY))
     started = {
         "small": ProfileRun(slurm, small_dir, ["-s", str(CLUSTER / "Snakefile"), "--config", "clips=3", "hold=1"]),
-        "demo": ProfileRun(slurm, demo_dir, ["-s", "/tmp/wf/Snakefile",
+        "demo": ProfileRun(slurm, demo_dir, ["-s", str(ROOT / "Snakefile"),
                                              "--configfiles", str(ROOT / "config" / "config.yaml"), str(overlay)]),
     }
     try:

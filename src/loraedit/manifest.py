@@ -57,7 +57,13 @@ def git_info(repo: str | os.PathLike = ".") -> dict | None:
 
     def git(*args: str) -> str | None:
         try:
-            p = subprocess.run(["git", "--no-optional-locks", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
+            p = subprocess.run(
+                ["git", "--no-optional-locks", "-C", str(repo), *args],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         return p.stdout.strip() if p.returncode == 0 else None
@@ -118,7 +124,7 @@ def _gpus() -> list[str]:
         import torch
 
         return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # no torch / no driver: the manifest still gets written
+    except (ImportError, RuntimeError):  # no torch / broken driver: the manifest still gets written
         return []
 
 
@@ -133,7 +139,7 @@ def write_manifest(
     """Write the run manifest JSON to ``out_path`` (atomically)."""
     jobs, rules = read_benchmarks(benchmark_files)
     manifest = {
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seed": seed,
         "model_ids": dict(model_ids),
         "config": config,

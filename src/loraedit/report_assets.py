@@ -61,9 +61,21 @@ def bar_charts(metrics_csv: str | os.PathLike, out_dir: str | os.PathLike) -> li
         x = np.arange(len(methods))
         bars = ax.bar(x, vals.fillna(0.0), yerr=errs, capsize=3, color="#1f77b4")
         for xi, b, v in zip(x, bars, vals):
-            ax.annotate(fmt(v), (xi, b.get_height()), ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+            ax.annotate(
+                fmt(v),
+                (xi, b.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
         ax.set_xticks(x, methods, rotation=20 if len(methods) > 3 else 0, fontsize=8)
-        title = metric_label(metric, higher[metric], ("(higher is better)", "(lower is better)")) if metric in higher else metric
+        title = (
+            metric_label(metric, higher[metric], ("(higher is better)", "(lower is better)"))
+            if metric in higher
+            else metric
+        )
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
@@ -91,7 +103,7 @@ def _title_strip(title: str, width: int, height: int) -> np.ndarray:
         if tw <= width - 4:
             break
         scale *= 0.9
-    (tw, th), base = cv2.getTextSize(title, font, scale, thick)
+    (tw, th), _ = cv2.getTextSize(title, font, scale, thick)
     org = (max(2, (width - tw) // 2), (height + th) // 2)
     cv2.putText(strip, title, org, font, scale, TITLE_FG, thick, cv2.LINE_AA)
     return strip
@@ -123,11 +135,14 @@ def _data_uri(png: str | os.PathLike) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(png).read_bytes()).decode()
 
 
-def summary_html(tables_html: str | os.PathLike, chart_pngs: list[str], out_html: str | os.PathLike, title: str = "loraedit results") -> None:
+def summary_html(
+    tables_html: str | os.PathLike, chart_pngs: list[str], out_html: str | os.PathLike, title: str = "loraedit results"
+) -> None:
     """One self-contained HTML page: the bar charts (inlined) above the metric tables (``metrics.html``)."""
     tables = Path(tables_html).read_text()
     charts = "\n".join(
-        f'<figure><img src="{_data_uri(p)}" alt="{html.escape(Path(p).stem)}"><figcaption>{html.escape(Path(p).stem)}</figcaption></figure>'
+        f'<figure><img src="{_data_uri(p)}" alt="{html.escape(Path(p).stem)}">'
+        f"<figcaption>{html.escape(Path(p).stem)}</figcaption></figure>"
         for p in chart_pngs
     )
     page = f"""<!DOCTYPE html>

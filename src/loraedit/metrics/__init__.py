@@ -27,8 +27,8 @@ from .clip_sim import REAL_CLIP, TINY, clip_metrics, load_clip_embedder
 from .deqa import DEFAULTS as DEQA_DEFAULTS
 from .deqa import deqa_metric
 from .fidelity import fidelity_metrics
-from .iqa import WEIGHT_FREE_METRICS, WEIGHT_METRICS, pyiqa_metric, qalign_metric
-from .temporal import temporal_metrics
+from .iqa import WEIGHT_FREE_METRICS, WEIGHT_METRICS, check_names, pyiqa_metric, qalign_metric
+from .temporal import FLOW_METHODS, temporal_metrics
 
 __all__ = [
     "DEFAULTS",
@@ -102,12 +102,18 @@ def score_clip(
     with t = 0 the edited first frame. Returns a JSON-safe dict.
     """
     cfg = score_config(cfg)
+    pyiqa_names = [*cfg["pyiqa_metrics"], *cfg["pyiqa_weight_metrics"]]
+    check_names(pyiqa_names)
+    if cfg["flow"] not in FLOW_METHODS:
+        raise ValueError(f"score.flow = {cfg['flow']!r}; choose one of {', '.join(FLOW_METHODS)}")
     masks = _check_shapes(clip_id, input_frames, output_frames, masks, edited_frames, gt_frames)
     dev = cfg["device"]
     out = output_frames
 
     metrics: dict[str, dict] = {}
-    metrics.update(clip_metrics(load_clip_embedder(str(cfg["clip_model"]), str(dev)), out, input_frames, edited_frames[0]))
+    metrics.update(
+        clip_metrics(load_clip_embedder(str(cfg["clip_model"]), str(dev)), out, input_frames, edited_frames[0])
+    )
     metrics["deqa"] = deqa_metric(out, cfg["deqa"], clip_id)
     metrics["qalign"] = qalign_metric(out, dev, enabled=bool(cfg["qalign"]))
     metrics.update(background_metrics(out, input_frames, masks))
@@ -115,12 +121,10 @@ def score_clip(
     metrics.update(temporal_metrics(out, input_frames, cfg["flow"]))
 
     # pyiqa: full-reference metrics against the ground-truth edit (when the sheet has one),
-    # no-reference metrics on the output alone.
-    allow = bool(cfg["pyiqa_allow_download"])
-    for names, needs_weights in ((cfg["pyiqa_metrics"], False), (cfg["pyiqa_weight_metrics"], True)):
-        for name in names:
-            rec = pyiqa_metric(name, out, gt_frames, dev, needs_weights=needs_weights, allow_download=allow)
-            metrics[f"gt_{name}" if rec["family"] == "ground_truth" else name] = rec
+    # no-reference metrics on the output alone; those needing weight files only when cached.
+    for name in dict.fromkeys(pyiqa_names):
+        rec = pyiqa_metric(name, out, gt_frames, dev, allow_download=bool(cfg["pyiqa_allow_download"]))
+        metrics[f"gt_{name}" if rec["family"] == "ground_truth" else name] = rec
 
     return {
         "clip_id": clip_id,

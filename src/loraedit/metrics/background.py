@@ -17,5 +17,7 @@ def background_metrics(output: np.ndarray, input: np.ndarray, masks: np.ndarray)
     empty = "n/a (mask keeps no pixels in frames 2..T)"
     return {
         "bg_psnr": psnr_record(masked_psnr(out, inp, keep), "masked PSNR (mask=1, frames 2..T)", "background", empty),
-        "bg_ssim": ssim_record(ssim_per_frame(out, inp, keep), "masked SSIM map (mask=1, frames 2..T)", "background", empty),
+        "bg_ssim": ssim_record(
+            ssim_per_frame(out, inp, keep), "masked SSIM map (mask=1, frames 2..T)", "background", empty
+        ),
     }

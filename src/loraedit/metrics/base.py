@@ -18,7 +18,7 @@ NO_WEIGHTS = "n/a (no weights)"
 PSNR_CAP_DB = 100.0  # identical images: PSNR is +inf; tables get a finite, marked number
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pkg_version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)

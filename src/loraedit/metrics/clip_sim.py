@@ -14,7 +14,7 @@ transformers' ``CLIPModel``. The embedder is a plain callable
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -53,7 +53,9 @@ class CLIPEmbedder:
 class TorchImageEmbedder:
     """Any ``nn.Module`` mapping normalised ``(N, 3, size, size)`` images to ``(N, D)`` features."""
 
-    def __init__(self, module: torch.nn.Module, size: int, mean, std, device: str | torch.device = "cpu", name: str = ""):
+    def __init__(
+        self, module: torch.nn.Module, size: int, mean, std, device: str | torch.device = "cpu", name: str = ""
+    ):
         self.device = resolve_device(str(device))
         self.module = module.to(self.device).eval()
         self.size = size
@@ -76,11 +78,14 @@ def tiny_clip(seed: int = TINY_SEED):
     """A small random ``CLIPModel`` + ``CLIPImageProcessor`` built offline (same classes as the real one)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
-    text = dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64,
-        max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    )
+    vision = {
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "image_size": 32, "patch_size": 8,
+    }  # fmt: skip
+    text = {
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "vocab_size": 64, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1,
+    }  # fmt: skip
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(seed)
         model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
@@ -112,14 +117,28 @@ def pair_similarity(embed: Embedder, a: np.ndarray, b: np.ndarray) -> np.ndarray
 def clip_metrics(embed: Embedder, output: np.ndarray, input: np.ndarray, edited_first: np.ndarray) -> dict[str, dict]:
     """``{"clip_score", "input_similarity"}`` for ``uint8 (T, H, W, 3)`` videos and the ``(H, W, 3)`` edited frame."""
     name = getattr(embed, "name", type(embed).__name__)
-    version = f"transformers {pkg_version('transformers')}" if isinstance(embed, CLIPEmbedder) else f"torch {torch.__version__}"
+    version = (
+        f"transformers {pkg_version('transformers')}"
+        if isinstance(embed, CLIPEmbedder)
+        else f"torch {torch.__version__}"
+    )
     return {
         "clip_score": record(
-            pair_similarity(embed, output, edited_first[None]).mean(), True,
-            "mean cos(emb(output_t), emb(edited first frame)), all frames", version, name, "", "table1",
+            pair_similarity(embed, output, edited_first[None]).mean(),
+            True,
+            "mean cos(emb(output_t), emb(edited first frame)), all frames",
+            version,
+            name,
+            "",
+            "table1",
         ),
         "input_similarity": record(
-            pair_similarity(embed, output, input).mean(), True,
-            "mean cos(emb(output_t), emb(input_t))", version, name, "", "table1",
+            pair_similarity(embed, output, input).mean(),
+            True,
+            "mean cos(emb(output_t), emb(input_t))",
+            version,
+            name,
+            "",
+            "table1",
         ),
     }

@@ -27,7 +27,10 @@ DEFAULTS = {"python": None, "command": None, "model": DEFAULT_MODEL, "timeout_s"
 
 
 def parse_scores(stdout: str) -> list[float]:
-    """Per-frame scores from the last line that parses: ``{"scores": [..]}``, ``{"score": x}``, a JSON list or a number."""
+    """Per-frame scores from the last stdout line that parses.
+
+    Accepted: ``{"scores": [..]}``, ``{"score": x}``, a JSON list, or a bare number.
+    """
     for line in reversed([ln.strip() for ln in stdout.splitlines() if ln.strip()]):
         try:
             obj = json.loads(line)
@@ -39,11 +42,14 @@ def parse_scores(stdout: str) -> list[float]:
             return [float(obj)]
         if isinstance(obj, list) and obj and all(isinstance(v, (int, float)) for v in obj):
             return [float(v) for v in obj]
-    raise ValueError("no score found in its output (expected a last line like {\"scores\": [..]})")
+    raise ValueError('no score found in its output (expected a last line like {"scores": [..]})')
 
 
 def _command(cfg: dict, frames_dir: Path) -> str:
-    q = {k: shlex.quote(str(v)) for k, v in (("frames", frames_dir), ("model", cfg["model"]), ("python", cfg["python"] or "python"))}
+    q = {
+        k: shlex.quote(str(v))
+        for k, v in (("frames", frames_dir), ("model", cfg["model"]), ("python", cfg["python"] or "python"))
+    }
     if cfg.get("command"):
         cmd = str(cfg["command"])
         return cmd.format(**q) if "{frames}" in cmd else f"{cmd.format(**q)} {q['frames']}"
@@ -60,7 +66,9 @@ def deqa_metric(output: np.ndarray, cfg: dict | None = None, clip_id: str | None
         write_png_sequence(tmp, output)
         cmd = _command(cfg, Path(tmp))
         try:
-            proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=cfg["timeout_s"])
+            proc = subprocess.run(
+                cmd, shell=True, capture_output=True, text=True, timeout=cfg["timeout_s"], check=False
+            )
         except subprocess.TimeoutExpired:
             raise ClipError(clip_id, cmd, f"DeQA did not finish in {cfg['timeout_s']} s") from None
     if proc.returncode != 0:
@@ -71,4 +79,12 @@ def deqa_metric(output: np.ndarray, cfg: dict | None = None, clip_id: str | None
     except ValueError as e:
         raise ClipError(clip_id, cmd, f"DeQA: {e}") from None
     version = "deqa_runner" if not cfg.get("command") else "custom command"
-    return record(float(np.mean(scores)), True, f"{impl}: {len(scores)} frame score(s), mean", version, cfg["model"], "", "table1")
+    return record(
+        float(np.mean(scores)),
+        True,
+        f"{impl}: {len(scores)} frame score(s), mean",
+        version,
+        cfg["model"],
+        "",
+        "table1",
+    )

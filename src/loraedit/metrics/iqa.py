@@ -23,7 +23,12 @@ WEIGHT_METRICS = ("niqe", "brisque", "lpips", "musiq")
 QALIGN_REPO = "q-future/one-align"  # what pyiqa's QAlign loads through from_pretrained
 MS_SSIM_MIN_SIDE = 161  # 5 scales of an 11-tap window: the coarsest scale must still hold the window
 SSIM_BORDER = 5  # pyiqa's SSIM filters 11x11 'valid': the map is 5 px smaller on each side
-CHUNK = 8  # frames per pyiqa call: bounds memory at 832x480 on CPU
+CHUNK_PIXELS = 500_000  # pixels per pyiqa call: entropy (one-hot) peaks near 2 GB per Mpx, SSIM (float64) near 1 GB
+
+
+def _chunk(frames: np.ndarray) -> int:
+    """Frames per call: a whole 17-frame demo clip at 128x128, one frame at 832x480."""
+    return max(1, CHUNK_PIXELS // (frames.shape[1] * frames.shape[2]))
 
 
 def _pyiqa():
@@ -63,37 +68,50 @@ def required_weight_files(name: str) -> list[Path]:
 
 
 def weights_cached(name: str) -> bool:
+    """Whether pyiqa can build ``name`` without downloading (unknown weight metrics: False)."""
+    if name in WEIGHT_FREE_METRICS:
+        return True
     if name == "qalign":
         from huggingface_hub import try_to_load_from_cache
 
         return isinstance(try_to_load_from_cache(QALIGN_REPO, "config.json"), str)
+    if name not in WEIGHT_METRICS:
+        return False  # loraedit does not know its files: only with pyiqa_allow_download
     return all(p.is_file() for p in required_weight_files(name))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _metric(name: str, device: str):
     return _pyiqa().create_metric(name, device=torch.device(device), as_loss=False)
+
+
+def check_names(names: list[str]) -> None:
+    """Fail before any scoring on a metric name pyiqa does not have."""
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    unknown = [n for n in names if n not in DEFAULT_CONFIGS]
+    if unknown:
+        raise ValueError(f"score: unknown pyiqa metric(s) {', '.join(map(repr, unknown))} (see pyiqa.list_models())")
 
 
 def _info(name: str) -> dict:
     from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
-    if name not in DEFAULT_CONFIGS:
-        raise ValueError(f"score: unknown pyiqa metric {name!r} (see pyiqa.list_models())")
+    check_names([name])
     return DEFAULT_CONFIGS[name]
 
 
 def _run(name: str, out: np.ndarray, ref: np.ndarray | None, device: torch.device) -> float:
     """Mean over frames of pyiqa ``name`` on ``out`` (vs ``ref`` for full-reference metrics)."""
     metric = _metric(name, str(device))
-    scores = []
-    for s in range(0, len(out), CHUNK):
-        x = to_tensor01(out[s : s + CHUNK]).to(device)  # (n, 3, H, W)
+    scores, n = [], _chunk(out)
+    for s in range(0, len(out), n):
+        x = to_tensor01(out[s : s + n]).to(device)  # (n, 3, H, W)
         with torch.no_grad():
             if ref is None:
                 v = metric(x)
             else:
-                v = metric(x, to_tensor01(ref[s : s + CHUNK]).to(device))
+                v = metric(x, to_tensor01(ref[s : s + n]).to(device))
         scores.append(v.detach().float().reshape(-1).cpu())
     return float(torch.cat(scores).mean())
 
@@ -103,21 +121,23 @@ def pyiqa_metric(
     out: np.ndarray,
     ref: np.ndarray | None,
     device: str | torch.device = "auto",
-    needs_weights: bool = False,
     allow_download: bool = False,
     ref_label: str = "ground truth",
 ) -> dict:
-    """One pyiqa metric as a record. ``out``/``ref`` are ``uint8 (T, H, W, 3)``; ref None -> n/a for FR metrics."""
+    """One pyiqa metric as a record. ``out``/``ref`` are ``uint8 (T, H, W, 3)``; ref None -> n/a for FR metrics.
+
+    A metric that needs weight files runs only when they are cached (or ``allow_download``).
+    """
     info = _info(name)
     fr = info["metric_mode"] == "FR"
     higher = not info.get("lower_better", False)
     impl = f"pyiqa.create_metric('{name}')" + (f" vs {ref_label}" if fr else " (no-reference)")
     version = f"pyiqa {pkg_version('pyiqa')}"
-    model = "pyiqa default weights" if needs_weights else ""
+    model = "" if name in WEIGHT_FREE_METRICS else "pyiqa default weights"
     fam = "ground_truth" if fr else "no_reference"
     if fr and ref is None:
         return record(None, higher, impl, version, model, f"n/a (no {ref_label})", fam)
-    if needs_weights and not allow_download and not weights_cached(name):
+    if not allow_download and not weights_cached(name):
         return record(None, higher, impl, version, model, NO_WEIGHTS, fam)
     if name == "ms_ssim" and min(out.shape[1:3]) < MS_SSIM_MIN_SIDE:
         return record(None, higher, impl, version, model, f"n/a (frames under {MS_SSIM_MIN_SIDE} px)", fam)
@@ -160,15 +180,15 @@ def ssim_per_frame(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None)
     from pyiqa.archs.func_util import preprocess_rgb
     from pyiqa.archs.ssim_arch import ssim
 
-    out = []
-    for s in range(0, len(a), CHUNK):
-        x = preprocess_rgb(to_tensor01(a[s : s + CHUNK]), True, 255, "yiq").double()
-        y = preprocess_rgb(to_tensor01(b[s : s + CHUNK]), True, 255, "yiq").double()
+    out, n = [], _chunk(a)
+    for s in range(0, len(a), n):
+        x = preprocess_rgb(to_tensor01(a[s : s + n]), True, 255, "yiq").double()
+        y = preprocess_rgb(to_tensor01(b[s : s + n]), True, 255, "yiq").double()
         m = ssim(x, y, get_ssim_map=True, data_range=255)[:, 0].numpy()  # (n, H-10, W-10)
         if mask is None:
             out.extend(m.mean(axis=(1, 2)))
             continue
-        k = (np.asarray(mask[s : s + CHUNK]) > 0)[:, SSIM_BORDER:-SSIM_BORDER, SSIM_BORDER:-SSIM_BORDER]
+        k = (np.asarray(mask[s : s + n]) > 0)[:, SSIM_BORDER:-SSIM_BORDER, SSIM_BORDER:-SSIM_BORDER]
         for mi, ki in zip(m, k):
             out.append(mi[ki].mean() if ki.any() else np.nan)
     return np.asarray(out, dtype=np.float64)

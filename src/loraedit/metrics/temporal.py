@@ -52,7 +52,7 @@ def valid_mask(fw: np.ndarray, bw: np.ndarray) -> np.ndarray:
     motion boundary, and it must land inside the next frame.
     """
     bw_w = warp(bw, fw)
-    sq = lambda f: (f**2).sum(-1)  # noqa: E731
+    sq = lambda f: (f**2).sum(-1)
     inconsistent = sq(fw + bw_w) > 0.01 * (sq(fw) + sq(bw_w)) + 0.5
     du = np.gradient(fw[..., 0])
     dv = np.gradient(fw[..., 1])
@@ -94,11 +94,21 @@ def temporal_metrics(output: np.ndarray, source: np.ndarray, method: str = "dis"
     fd = frame_difference(output)
     return {
         "warp_error": record(
-            we if np.isfinite(we) else None, False, f"Lai et al. 2018 warping error, {method} flow on the source video",
-            ver, f"OpenCV {method} optical flow", "" if np.isfinite(we) else short, "temporal",
+            we if np.isfinite(we) else None,
+            False,
+            f"Lai et al. 2018 warping error, {method} flow on the source video",
+            ver,
+            f"OpenCV {method} optical flow",
+            "" if np.isfinite(we) else short,
+            "temporal",
         ),
         "frame_diff": record(
-            fd if np.isfinite(fd) else None, False, "mean |O_t - O_{t-1}| (0..255)",
-            ver, "", "" if np.isfinite(fd) else short, "temporal",
+            fd if np.isfinite(fd) else None,
+            False,
+            "mean |O_t - O_{t-1}| (0..255)",
+            ver,
+            "",
+            "" if np.isfinite(fd) else short,
+            "temporal",
         ),
     }

@@ -56,7 +56,8 @@ def build_tiny_tokenizer() -> T5Tokenizer:
     return T5Tokenizer(vocab=tiny_vocab(), extra_ids=0)
 
 
-def build_tiny_transformer(seed: int = 0, **overrides) -> WanTransformer3DModel:
+def build_tiny_transformer(seed: int = 0, with_image: bool = True, **overrides) -> WanTransformer3DModel:
+    """with_image=False builds the Wan2.2-I2V kind: no CLIP image tokens (no image cross-attention)."""
     cfg = {**TINY_DEFAULTS, **overrides}
     dim = cfg["num_attention_heads"] * cfg["attention_head_dim"]
     rng = _seeded(seed, "transformer")
@@ -71,8 +72,8 @@ def build_tiny_transformer(seed: int = 0, **overrides) -> WanTransformer3DModel:
             freq_dim=32,
             ffn_dim=cfg["ffn_dim"],
             num_layers=cfg["num_layers"],
-            image_dim=cfg["image_dim"],
-            added_kv_proj_dim=dim,
+            image_dim=cfg["image_dim"] if with_image else None,
+            added_kv_proj_dim=dim if with_image else None,
             rope_max_seq_len=256,
         )
     finally:

@@ -34,6 +34,9 @@ class BackendSpec:
 
 BACKENDS: dict[str, BackendSpec] = {
     "tiny": BackendSpec("tiny", None),
+    # The Wan2.2 layout in tiny: two experts, no image encoder (tests the expert code paths offline).
+    "tiny-wan2.2": BackendSpec("tiny-wan2.2", None, experts=("transformer", "transformer_2"), boundary_ratio=0.9,
+                               has_image_encoder=False),
     "wan2.1-i2v-480p": BackendSpec("wan2.1-i2v-480p", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"),
     "wan2.1-i2v-720p": BackendSpec("wan2.1-i2v-720p", "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers"),
     # Two experts (high noise, low noise), no CLIP image encoder: a LoRA is trained per expert.
@@ -88,11 +91,13 @@ def load_encoders(model_cfg: dict, device: torch.device, dtype: torch.dtype) -> 
     The VAE stays in float32 (as the diffusers Wan examples recommend); the encoders use `dtype`.
     """
     spec = backend_spec(model_cfg)
-    if spec.name == "tiny":
+    if spec.name.startswith("tiny"):
         seed = int(model_cfg.get("seed", 0))
         sizes = model_cfg.get("tiny", {}) or {}
         tokenizer = tiny.build_tiny_tokenizer()
-        image_encoder, image_processor = tiny.build_tiny_image_encoder(seed, **sizes)
+        image_encoder, image_processor = (
+            tiny.build_tiny_image_encoder(seed, **sizes) if spec.has_image_encoder else (None, None)
+        )
         pipe = WanImageToVideoPipeline(
             tokenizer=tokenizer,
             text_encoder=tiny.build_tiny_text_encoder(seed, vocab_size=len(tokenizer), **sizes),
@@ -120,10 +125,11 @@ def load_encoders(model_cfg: dict, device: torch.device, dtype: torch.dtype) -> 
 def load_transformers(model_cfg: dict, device: torch.device | None, dtype: torch.dtype) -> list[WanTransformer3DModel]:
     """The backend's transformer(s), in `dtype`; `device=None` leaves them on the CPU (offloading)."""
     spec = backend_spec(model_cfg)
-    if spec.name == "tiny":
+    if spec.name.startswith("tiny"):
         seed = int(model_cfg.get("seed", 0))
         sizes = model_cfg.get("tiny", {}) or {}
-        models = [tiny.build_tiny_transformer(seed + 7 * i, **sizes) for i in range(len(spec.experts))]
+        models = [tiny.build_tiny_transformer(seed + 7 * i, with_image=spec.has_image_encoder, **sizes)
+                  for i in range(len(spec.experts))]
     else:
         path = _checkpoint_path(model_cfg, spec)
         models = [
