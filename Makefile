@@ -5,14 +5,13 @@ BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lint dag clean
+.PHONY: demo report test venv lint dag clean
 
 venv: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -31,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile rules/
 
 dag: $(STAMP)
-	$(BIN)/snakemake --dag | dot -Tsvg > docs/dag.svg
+	$(BIN)/snakemake --rulegraph mermaid-js > docs/rulegraph.mmd
 
 clean:
 	rm -rf results .snakemake

@@ -71,6 +71,16 @@ def all_outputs(wildcards):
     return outs
 
 
+def sheet_files():
+    """The sample sheet and every file it names (hashed into the run manifest)."""
+    table = samples()
+    files = [config["samples"]] if not DEMO else [checkpoints.demo_data.get().output.sheet]
+    for column in ("video", "edited_first_frame", "mask", "gt_video"):
+        if column in table:
+            files += [str(v) for v in table[column] if isinstance(v, str)]
+    return files
+
+
 def res(rule_name, key):
     """Resources from config (loraedit.resources), growing with the retry attempt."""
     num_frames = config["prepare"]["num_frames"]

@@ -29,11 +29,13 @@ rule aggregate:
     input:
         scores=all_scores,
     output:
-        csv=report(
-            f"{OUT}/tables/metrics.csv",
+        csv=f"{OUT}/tables/metrics.csv",
+        html=report(
+            f"{OUT}/tables/metrics.html",
             caption="../report/metrics_table.rst",
             category="Metrics",
         ),
+        per_clip=f"{OUT}/tables/per_clip.csv",
         md=f"{OUT}/tables/metrics.md",
         tex=f"{OUT}/tables/metrics.tex",
         manifest=f"{OUT}/tables/manifest.json",
@@ -49,5 +51,6 @@ rule aggregate:
         methods=lambda wc: config["methods"],
         config=config,
         benchmarks=f"{OUT}/benchmarks",
+        inputs=lambda wc: sheet_files(),
     script:
         "../scripts/aggregate.py"

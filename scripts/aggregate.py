@@ -13,5 +13,5 @@ with snakemake_log(snakemake) as log:
     write_manifest(snakemake.output.manifest, config, model_ids={
         "backend": config["model"]["backend"], "model_path": config["model"].get("path"),
         "caption": config.get("caption", {}).get("model"), "clip": config.get("score", {}).get("clip_model"),
-    }, input_files=list(snakemake.input.scores), benchmark_files=benchmarks, seed=config["train"].get("seed", 0))
+    }, input_files=list(snakemake.params.inputs), benchmark_files=benchmarks, seed=config["train"].get("seed", 0))
     log.info("tables in %s", out_dir)

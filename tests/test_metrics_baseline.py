@@ -17,13 +17,6 @@ def ramp_video(n: int, w: int, h: int) -> np.ndarray:
     return np.stack([np.broadcast_to(20 * i + x, (h, w, 3)) for i in range(n)]).astype(np.uint8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture
 def baselines(tmp_path):

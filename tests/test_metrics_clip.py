@@ -8,13 +8,6 @@ import torch
 from loraedit.metrics.clip_sim import CLIPEmbedder, clip_metrics, load_clip_embedder, pair_similarity, tiny_clip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def photos():

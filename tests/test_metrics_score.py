@@ -30,14 +30,6 @@ def edit_masks() -> np.ndarray:
 FAST = {"pyiqa_metrics": ["psnr", "ssim", "entropy"]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny models on a shared 2-core machine: extra threads only contend.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def clip():
@@ -129,3 +121,13 @@ def test_score_config_fills_defaults():
     cfg = score_config({"deqa": {"python": "/opt/deqa/bin/python"}, "flow": None})
     assert cfg["deqa"]["model"] == "zhiyuanyou/DeQA-Score-Mix3" and cfg["deqa"]["python"] == "/opt/deqa/bin/python"
     assert cfg["flow"] == "dis" and cfg["clip_model"] == "tiny"
+
+
+def test_multiscale_metric_on_small_frames_is_na_not_a_crash():
+    from loraedit.metrics.iqa import pyiqa_metric
+
+    frames = np.random.default_rng(0).integers(0, 255, (2, 48, 48, 3), dtype=np.uint8)
+    rec = pyiqa_metric("cw_ssim", frames, frames)
+    assert rec["value"] is None and "under 64 px" in rec["note"]
+    assert pyiqa_metric("cw_ssim", np.pad(frames, ((0, 0), (8, 8), (8, 8), (0, 0))),
+                        np.pad(frames, ((0, 0), (8, 8), (8, 8), (0, 0))))["value"] > 0.99

@@ -22,6 +22,8 @@ WEIGHT_FREE_METRICS = ("psnr", "ssim", "ms_ssim", "cw_ssim", "fsim", "vif", "gms
 WEIGHT_METRICS = ("niqe", "brisque", "lpips", "musiq")
 QALIGN_REPO = "q-future/one-align"  # what pyiqa's QAlign loads through from_pretrained
 MS_SSIM_MIN_SIDE = 161  # 5 scales of an 11-tap window: the coarsest scale must still hold the window
+# Smallest frame side each multi-scale metric accepts (cw_ssim: a 4-level steerable pyramid; measured).
+MIN_SIDE = {"ms_ssim": MS_SSIM_MIN_SIDE, "cw_ssim": 64}
 SSIM_BORDER = 5  # pyiqa's SSIM filters 11x11 'valid': the map is 5 px smaller on each side
 CHUNK_PIXELS = 500_000  # pixels per pyiqa call: entropy (one-hot) peaks near 2 GB per Mpx, SSIM (float64) near 1 GB
 
@@ -32,7 +34,7 @@ def _chunk(frames: np.ndarray) -> int:
 
 
 def _pyiqa():
-    import pyiqa  # slow import (~5 s): only when a pyiqa metric is actually computed
+    import pyiqa  # slow (~5 s): imported on first use so that importing loraedit.metrics stays fast
 
     return pyiqa
 
@@ -139,8 +141,8 @@ def pyiqa_metric(
         return record(None, higher, impl, version, model, f"n/a (no {ref_label})", fam)
     if not allow_download and not weights_cached(name):
         return record(None, higher, impl, version, model, NO_WEIGHTS, fam)
-    if name == "ms_ssim" and min(out.shape[1:3]) < MS_SSIM_MIN_SIDE:
-        return record(None, higher, impl, version, model, f"n/a (frames under {MS_SSIM_MIN_SIDE} px)", fam)
+    if min(out.shape[1:3]) < MIN_SIDE.get(name, 0):
+        return record(None, higher, impl, version, model, f"n/a (frames under {MIN_SIDE[name]} px)", fam)
     return record(_run(name, out, ref, resolve_device(device)), higher, impl, version, model, "", fam)
 
 
