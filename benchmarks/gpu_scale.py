@@ -44,7 +44,7 @@ from loraedit import training as tr
 from loraedit.atomic import write_json, write_text
 from loraedit.models import tiny
 from loraedit.models.wan import BACKENDS, WanModels, resolve_device
-from loraedit.stages import apply_memory_modes
+from loraedit.stages import prepare_for_training
 
 log = logging.getLogger("gpu_scale")
 
@@ -112,7 +112,7 @@ def build_transformer(config: dict, device: torch.device, dtype: torch.dtype, se
     """Random weights in `dtype`, allocated only on `device` (meta first: no fp32 copy anywhere)."""
     with accelerate.init_empty_weights():  # parameters on meta; buffers (the RoPE tables) stay real
         model = WanTransformer3DModel.from_config(config)
-    model.to(dtype)  # all in `dtype`, as `models.wan.load_transformers` leaves a loaded model
+    model.to(dtype)  # all in `dtype`; the few fp32 modules of a real checkpoint barely change speed
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     model.to_empty(device=device)
     for name, b in model.named_buffers():
@@ -197,8 +197,6 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: in
 
     timing = _timed(burst, device, warmup=2, repeats=repeats)
     rates = [work / s for s in timing["samples"]]
-    del a, b, out
-    _free(device)
     return {"size": size, "dtype": str(dtype).removeprefix("torch."), "flops_per_second": statistics.median(rates),
             "flops_per_second_max": max(rates)}
 
@@ -274,8 +272,8 @@ def time_vae(vae, frames: int, height: int, width: int, device: torch.device, re
                 else:
                     if latents is None:
                         raise RuntimeError("no latents: the encode failed")
-                    record.update(_timed(lambda: cond.decode_latents(vae, latents), device, 1, repeats))
-            except Exception as e:  # keep measuring the rest; the failure is reported
+                    record.update(_timed(lambda z=latents: cond.decode_latents(vae, z), device, 1, repeats))
+            except Exception as e:  # noqa: BLE001 - keep measuring the rest; the failure is reported
                 record["error"] = _error(e)
             records.append(record)
             _free(device)
@@ -297,13 +295,15 @@ def run_mode(mode: str, args, config: dict, device: torch.device, dtype: torch.d
     preset = PRESETS[args.config]
     train_cfg = {"fp8_weights": mode == "fp8",
                  "offload_blocks_per_group": args.offload_blocks if mode == "offload" else None}
-    settings_kw = dict(rank=args.rank, mixed_precision=args.mixed_precision, checkpoint_every=0,
-                       gradient_checkpointing=args.gradient_checkpointing, steps=args.warmup + args.steps)
+    settings_kw = {"rank": args.rank, "mixed_precision": args.mixed_precision, "checkpoint_every": 0,
+                   "gradient_checkpointing": args.gradient_checkpointing, "steps": args.warmup + args.steps}
     base = {"mode": mode, "description": MODES[mode], "rank": args.rank,
             "gradient_checkpointing": args.gradient_checkpointing, "mixed_precision": args.mixed_precision}
     records: list[dict] = []
     targets = ([("train", f) for f in args.train_frames] if args.train else []) + \
               ([("infer", args.infer_frames)] if args.infer else [])
+    if not targets:
+        return []
     if mode == "offload" and device.type != "cuda":
         return [dict(base, section=s, frames=f, skipped="group offloading needs a CUDA device") for s, f in targets]
 
@@ -315,14 +315,13 @@ def run_mode(mode: str, args, config: dict, device: torch.device, dtype: torch.d
         if mode == "offload":
             transformer.to("cpu")
             _free(device)
-        # The order of `stages.run_train`: memory modes, then the LoRA.
-        apply_memory_modes(transformer, train_cfg, device)
-        tr.add_lora(transformer, tr.TrainSettings(**settings_kw))
+        # Exactly what `stages.run_train` does: fp8 storage, the LoRA, then group offloading.
+        prepare_for_training(transformer, tr.TrainSettings(**settings_kw), train_cfg, device)
         if args.attention_backend:
             transformer.set_attention_backend(args.attention_backend)
         if mode == "compile":
             transformer.compile_repeated_blocks(fullgraph=True, dynamic=False, backend=args.compile_backend)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - reported as this part's error
         error = _error(e)
         del transformer
         _free(device)
@@ -352,7 +351,7 @@ def run_mode(mode: str, args, config: dict, device: torch.device, dtype: torch.d
                 fwd = flops.forward_flops(config, tokens, image_tokens=args.image_tokens, lora_rank=args.rank)
                 step_flops = record["transformer_passes_per_step"] * fwd.total
                 record.update(flops_per_step=step_flops, mfu=step_flops / record["seconds_per_step"] / peak)
-        except Exception as e:  # an OOM or a failing mode is a result too; the other modes still run
+        except Exception as e:  # noqa: BLE001 - an OOM or a failing mode is a result too
             record["error"] = _error(e)
         records.append(record)
         _free(device)
@@ -409,15 +408,15 @@ def markdown(result: dict) -> str:
     lines = [
         f"# GPU-scale benchmark: {result['device']['name']}",
         "",
-        f"- date: {result['date']}; config: `{s['config']}` ({result['model']['parameters'] / 1e9:.2f} B parameters), "
-        f"{s['height']}x{s['width']}",
-        f"- torch {result['versions']['torch']}, diffusers {result['versions']['diffusers']}, "
-        f"peft {result['versions']['peft']}, python {result['versions']['python']}",
+        (f"- date: {result['date']}; config: `{s['config']}` "
+         f"({result['model']['parameters'] / 1e9:.3g} B parameters), {s['height']}x{s['width']}"),
+        (f"- torch {result['versions']['torch']}, diffusers {result['versions']['diffusers']}, "
+         f"peft {result['versions']['peft']}, python {result['versions']['python']}"),
         f"- measured {peak['dtype']} matmul peak ({peak['size']}^3): {peak['flops_per_second'] / 1e12:.1f} TFLOP/s"
         + (f" (datasheet dense: {result['device']['spec_bf16_flops'] / 1e12:.0f})"
            if result["device"].get("spec_bf16_flops") else ""),
-        f"- medians of {s['steps']} training steps after {s['warmup']} warm-up, {s['infer_steps']} guided steps "
-        f"after {s['infer_warmup']}; LoRA rank {s['rank']}; memory in GB (1e9 bytes), peak allocated",
+        (f"- medians of {s['steps']} training steps after {s['warmup']} warm-up, {s['infer_steps']} guided "
+         f"steps after {s['infer_warmup']}; LoRA rank {s['rank']}; memory in GB (1e9 bytes), peak allocated"),
         "- commands:",
         *[f"  - `{c}`" for c in result["commands"]],
         "",
@@ -440,8 +439,8 @@ def markdown(result: dict) -> str:
     for r in (r for r in records if r["section"] == "vae"):
         lines.append(f"| {r['op']} | {r['tiled']} | {r['frames']} | {_fmt(r.get('seconds'), '.2f')} "
                      f"| {_fmt(r.get('peak_allocated_gb'), '.1f')} | {_status(r)} |")
-    lines += ["", f"## Per clip: {s['clip_train_steps']} training steps + one {s['clip_infer_steps']}-step "
-              "guided inference", "",
+    lines += ["", (f"## Per clip: {s['clip_train_steps']} training steps + one {s['clip_infer_steps']}-step "
+                   "guided inference"), "",
               "| mode | train frames | minutes | FLOP-limit minutes | ratio (target <= 2) | VAE included |",
               "|---|---|---|---|---|---|"]
     for p in result["projections"]:
@@ -456,10 +455,10 @@ def target_lines(result: dict) -> list[str]:
     big = max((r["frames"] for r in ok), default=None)
     lines = []
     if big is not None:
-        fits = [r["mode"] for r in ok if r["frames"] == big and r["peak_allocated_gb"] is not None
-                and r["peak_allocated_gb"] <= TARGETS["train_peak_gb_49_frames"]]
-        lines.append(f"training {big} frames in <= {TARGETS['train_peak_gb_49_frames']:.0f} GB: "
-                     + (", ".join(fits) if fits else "no mode"))
+        at_big = [r for r in ok if r["frames"] == big and r["peak_allocated_gb"] is not None]
+        fits = [r["mode"] for r in at_big if r["peak_allocated_gb"] <= TARGETS["train_peak_gb_49_frames"]]
+        verdict = (", ".join(fits) or "no mode") if at_big else "GPU memory not measured"
+        lines.append(f"training {big} frames in <= {TARGETS['train_peak_gb_49_frames']:.0f} GB: {verdict}")
         best = max(ok, key=lambda r: r["mfu"])
         lines.append(f"best training MFU: {best['mfu']:.1%} ({best['mode']}, {best['frames']} frames; "
                      f"target >= {TARGETS['train_mfu']:.0%})")
@@ -544,13 +543,14 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(args.device)
     dtype = torch.bfloat16
     config = transformer_config(args.config)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     name = _device_name(device)
     with accelerate.init_empty_weights():
         parameters = sum(p.numel() for p in WanTransformer3DModel.from_config(config).parameters())
 
     log.info("device %s; measuring the matmul peak", name)
     peak = matmul_peak(device, dtype, args.matmul_size)
+    _free(device)
     result = {
         "date": now.isoformat(timespec="seconds"),
         "commands": ["python benchmarks/gpu_scale.py " + shlex.join(argv)],
@@ -573,7 +573,7 @@ def main(argv: list[str] | None = None) -> dict:
             result["records"] += time_vae(vae, args.infer_frames, args.height, args.width, device, args.vae_repeats,
                                           args.tiled_vae)
             del vae
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - reported as this part's error
             result["records"].append({"section": "vae", "op": "build", "tiled": False, "frames": args.infer_frames,
                                       "error": _error(e)})
         _free(device)

@@ -3,15 +3,18 @@
 
 rule caption:
     input:
-        f"{OUT}/{{clip}}/prepared",
+        prepared=f"{OUT}/{{clip}}/prepared",
+        sheet=sheet_path,
     output:
         f"{OUT}/{{clip}}/caption.json",
     log:
         f"{OUT}/logs/caption/{{clip}}.log",
     benchmark:
         f"{OUT}/benchmarks/caption/{{clip}}.tsv"
+    retries: retries_for("caption")
     conda:
         "../envs/loraedit.yaml"
+    threads: threads_for("caption")
     resources:
         mem_mb=res("caption", "mem_mb"),
         runtime=res("caption", "runtime"),

@@ -1,14 +1,18 @@
 # Config and sample-sheet validation, and the input functions every rule shares.
+import json
 import os
 
 from snakemake.utils import validate
 
-from loraedit.resources import rule_resources
+from loraedit.resources import retries, rule_resources
 from loraedit.samples import load_samples, sample_row
 
 validate(config, schema="../config/config.schema.yaml")
 
 OUT = "results"
+# A plain-JSON copy of the config for scripts that record it (the live object may hold
+# non-picklable Snakemake values when run through the Python API).
+CONFIG_SNAPSHOT = json.loads(json.dumps(config, default=str))
 DEMO = bool(config.get("demo", {}).get("enabled", False))
 TRAINED = ["naive", "mask", "mask+ref"]
 
@@ -18,13 +22,20 @@ wildcard_constraints:
     method=r"[A-Za-z0-9][A-Za-z0-9+_-]*",
 
 
-def samples():
-    """The validated sheet; for the demo it exists only after the demo_data checkpoint ran."""
+def sheet_path(wildcards):
+    """The sample sheet; for the demo it exists only after the demo_data checkpoint ran.
+
+    Rules whose params read the sheet list it as an input too, so that a job running on another
+    host (SLURM) knows the checkpoint it depends on.
+    """
     if DEMO:
-        sheet = checkpoints.demo_data.get().output.sheet
-    else:
-        sheet = config["samples"]
-    return load_samples(sheet)
+        return str(checkpoints.demo_data.get().output.sheet)
+    return config["samples"]
+
+
+def samples():
+    """The validated sheet."""
+    return load_samples(sheet_path(None))
 
 
 # A user sheet is validated at parse time, before the DAG starts: every bad row at once.
@@ -51,7 +62,11 @@ def methods_for(clip):
 
 def prepare_inputs(wildcards):
     r = row(wildcards)
-    inputs = {"video": r["video"], "edited": r["edited_first_frame"]}
+    inputs = {
+        "sheet": sheet_path(wildcards),
+        "video": r["video"],
+        "edited": r["edited_first_frame"],
+    }
     if r.get("gt_video"):
         inputs["gt"] = r["gt_video"]
     return inputs
@@ -74,7 +89,9 @@ def all_outputs(wildcards):
 def sheet_files():
     """The sample sheet and every file it names (hashed into the run manifest)."""
     table = samples()
-    files = [config["samples"]] if not DEMO else [checkpoints.demo_data.get().output.sheet]
+    files = (
+        [config["samples"]] if not DEMO else [checkpoints.demo_data.get().output.sheet]
+    )
     for column in ("video", "edited_first_frame", "mask", "gt_video"):
         if column in table:
             files += [str(v) for v in table[column] if isinstance(v, str)]
@@ -92,6 +109,14 @@ def res(rule_name, key):
         ]
 
     return value
+
+
+def threads_for(rule_name):
+    return rule_resources(config, rule_name)["threads"]
+
+
+def retries_for(rule_name):
+    return retries(config, rule_name)
 
 
 def train_settings(method):
@@ -145,6 +170,7 @@ def all_scores(wildcards):
 def side_by_side_inputs(wildcards):
     clip = wildcards.clip
     return {
+        "sheet": sheet_path(wildcards),
         "prepared": f"{OUT}/{clip}/prepared",
         "masks": f"{OUT}/{clip}/masks",
         "outputs": [

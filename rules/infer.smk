@@ -12,8 +12,10 @@ rule infer:
         f"{OUT}/benchmarks/infer/{{clip}}.{{method}}.tsv"
     wildcard_constraints:
         method=r"naive|mask|mask\+ref|none",
+    retries: retries_for("infer")
     conda:
         "../envs/loraedit.yaml"
+    threads: threads_for("infer")
     resources:
         mem_mb=res("infer", "mem_mb"),
         runtime=res("infer", "runtime"),

@@ -23,9 +23,10 @@ rule prepare:
         f"{OUT}/logs/prepare/{{clip}}.log",
     benchmark:
         f"{OUT}/benchmarks/prepare/{{clip}}.tsv"
+    retries: retries_for("prepare")
     conda:
         "../envs/loraedit.yaml"
-    threads: 1
+    threads: threads_for("prepare")
     resources:
         mem_mb=res("prepare", "mem_mb"),
         runtime=res("prepare", "runtime"),

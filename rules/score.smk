@@ -10,8 +10,10 @@ rule score:
         f"{OUT}/logs/score/{{clip}}.{{method}}.log",
     benchmark:
         f"{OUT}/benchmarks/score/{{clip}}.{{method}}.tsv"
+    retries: retries_for("score")
     conda:
         "../envs/loraedit.yaml"
+    threads: threads_for("score")
     resources:
         mem_mb=res("score", "mem_mb"),
         runtime=res("score", "runtime"),
@@ -41,15 +43,17 @@ rule aggregate:
         manifest=f"{OUT}/tables/manifest.json",
     log:
         f"{OUT}/logs/aggregate.log",
+    retries: retries_for("aggregate")
     conda:
         "../envs/loraedit.yaml"
+    threads: threads_for("aggregate")
     resources:
         mem_mb=res("aggregate", "mem_mb"),
         runtime=res("aggregate", "runtime"),
         gpu=res("aggregate", "gpu"),
     params:
         methods=lambda wc: config["methods"],
-        config=config,
+        config=CONFIG_SNAPSHOT,
         benchmarks=f"{OUT}/benchmarks",
         inputs=lambda wc: sheet_files(),
     script:

@@ -19,8 +19,10 @@ rule train_lora:
         f"{OUT}/benchmarks/train_lora/{{clip}}.{{method}}.tsv"
     wildcard_constraints:
         method=r"naive|mask|mask\+ref",
+    retries: retries_for("train_lora")
     conda:
         "../envs/loraedit.yaml"
+    threads: threads_for("train_lora")
     resources:
         mem_mb=res("train_lora", "mem_mb"),
         runtime=res("train_lora", "runtime"),

@@ -6,7 +6,7 @@ from loraedit.logs import snakemake_log
 
 with snakemake_log(snakemake) as log, gpu_slot(n=1):
     row = snakemake.params.row
-    captions = caption_clip(snakemake.input[0], snakemake.params.cfg, sheet_prompt=row.get("prompt"),
+    captions = caption_clip(snakemake.input.prepared, snakemake.params.cfg, sheet_prompt=row.get("prompt"),
                             sheet_source_prompt=row.get("source_prompt"))
     write_json(snakemake.output[0], captions)
     log.info("prompts (%s): train=%r infer=%r", captions["source"], captions["train_prompt"], captions["infer_prompt"])

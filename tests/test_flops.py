@@ -19,13 +19,13 @@ IMAGE_TOKENS = 17
 
 def _inputs(config):
     g = torch.Generator().manual_seed(0)
-    return dict(
-        hidden_states=torch.randn(1, 36, T_LAT, H_LAT, W_LAT, generator=g),
-        timestep=torch.tensor([500.0]),
-        encoder_hidden_states=torch.randn(1, flops.TEXT_TOKENS, config["text_dim"], generator=g),
-        encoder_hidden_states_image=torch.randn(1, IMAGE_TOKENS, config["image_dim"], generator=g),
-        return_dict=False,
-    )
+    return {
+        "hidden_states": torch.randn(1, 36, T_LAT, H_LAT, W_LAT, generator=g),
+        "timestep": torch.tensor([500.0]),
+        "encoder_hidden_states": torch.randn(1, flops.TEXT_TOKENS, config["text_dim"], generator=g),
+        "encoder_hidden_states_image": torch.randn(1, IMAGE_TOKENS, config["image_dim"], generator=g),
+        "return_dict": False,
+    }
 
 
 def _counted(model, backward: bool) -> int:
@@ -57,7 +57,7 @@ def test_forward_matches_flop_counter_without_lora():
 def test_lora_training_step_matches_flop_counter(targets):
     config = dict(tiny.build_tiny_transformer().config)
     settings = tr.TrainSettings(rank=4, target_modules=targets)
-    kw = dict(image_tokens=IMAGE_TOKENS, lora_rank=settings.rank, lora_targets=targets)
+    kw = {"image_tokens": IMAGE_TOKENS, "lora_rank": settings.rank, "lora_targets": targets}
 
     model = tiny.build_tiny_transformer()
     tr.add_lora(model, settings)

@@ -55,8 +55,13 @@ class ProfileRun:
         self._log.close()
         log = self.log_path.read_text()
         if rc != 0:
-            ctld = (self.slurm["state"] / "log" / "slurmctld.log").read_text()[-3000:]
-            pytest.fail(f"snakemake failed ({rc}):\n{log[-8000:]}\n--- slurmctld.log ---\n{ctld}")
+            # The cause is in the failed jobs' own logs (SLURM's output files).
+            failed = [f"--- {p} ---\n{p.read_text()[-2000:]}"
+                      for p in sorted((self.workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+                      if "Error" in p.read_text()]
+            ctld = (self.slurm["state"] / "log" / "slurmctld.log").read_text()[-2000:]
+            pytest.fail(f"snakemake failed ({rc}):\n{log[-5000:]}\n" + "\n".join(failed)
+                        + f"\n--- slurmctld.log ---\n{ctld}")
         ids: dict[str, list[str]] = {}
         for job_id, rule in SUBMITTED.findall(log):
             ids.setdefault(rule, []).append(job_id)

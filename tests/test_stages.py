@@ -61,3 +61,26 @@ def test_train_then_infer(prepared, backend):
     assert out.shape == (T, H, W, 3)
     assert np.array_equal(read_frames(d / "ref" / "output" / "frames"), out)
     assert (d / "ref" / "output" / "side_by_side.mp4").stat().st_size > 0
+
+
+def test_fp8_weight_storage_trains_with_bf16_autocast_and_checkpointing(tmp_path):
+    """The small-GPU memory mode (diffusers layerwise casting) on the tiny model: base weights are
+    stored in fp8, the LoRA in fp32, compute in bf16 with gradient checkpointing."""
+    from loraedit import training as tr
+    from loraedit.models.wan import load_transformers
+
+    dev = torch.device("cpu")
+    transformer = load_transformers({"backend": "tiny"}, dev, torch.bfloat16)[0]
+    assert transformer.blocks[0].norm2.weight.dtype == torch.float32  # kept in fp32, as from_pretrained
+    settings = tr.TrainSettings(steps=3, checkpoint_every=0, mixed_precision="bf16", gradient_checkpointing=True)
+    params = stages.prepare_for_training(transformer, settings, {"fp8_weights": True}, dev)
+    assert transformer.blocks[0].attn1.to_q.base_layer.weight.dtype == torch.float8_e4m3fn
+    assert params and all(p.dtype == torch.float32 for p in params)
+    before = [p.detach().clone() for p in params]
+    g = torch.Generator().manual_seed(0)
+    sample = {"name": "clip", "weight": 1.0, "latents": torch.randn(1, 16, 2, 4, 6, generator=g),
+              "condition": torch.randn(1, 20, 2, 4, 6, generator=g), "prompt_embeds": torch.randn(1, 512, 32, generator=g),
+              "image_embeds": torch.randn(1, 17, 32, generator=g)}
+    history = tr.train(transformer, [sample], settings, dev, tmp_path, progress=False)
+    assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)
+    assert any(not torch.equal(a, b) for a, b in zip(before, params))

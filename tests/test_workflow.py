@@ -26,6 +26,7 @@ OVERRIDES = {
     "train": {"steps": 6, "checkpoint_every": 3},
     "train_ref": {"steps": 3},
     "infer": {"num_steps": 3, "composite_background": True},
+    "score": {"pyiqa_metrics": ["psnr", "ssim", "entropy"], "qalign": False},
 }
 
 
@@ -112,3 +113,25 @@ def test_bad_sheet_fails_before_the_dag(tmp_path):
     out = proc.stdout + proc.stderr
     assert "line 2 (clip ok)" in out and "missing.mp4" in out
     assert "line 3" in out and "bad id" in out
+
+
+def test_report_of_the_demo_run_renders(demo_run, tmp_path):
+    """`snakemake --report` over the finished run, opened in headless Chromium."""
+    import yaml
+    from test_report_render import assert_not_blank, screenshot
+
+    workdir = demo_run.parent
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text(yaml.safe_dump(OVERRIDES))
+    report = workdir / "report.html"
+    proc = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "snakemake"), "--cores", "1", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(workdir), "--configfile", str(REPO / "config" / "config.yaml"), str(overrides),
+         "--report", str(report)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html = report.read_text()
+    for needle in ("Metrics", "Training", "Videos", "metrics.html", "loss.png", "side_by_side.mp4"):
+        assert needle in html, needle
+    assert_not_blank(screenshot(report.as_uri(), tmp_path, wait_ms=3000))

@@ -67,7 +67,7 @@ class FlopCount:
     def total(self) -> float:
         return self.linear + self.lora + self.self_attention + self.cross_attention
 
-    def __add__(self, other: "FlopCount") -> "FlopCount":
+    def __add__(self, other: FlopCount) -> FlopCount:
         return FlopCount(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
 
     def as_dict(self) -> dict[str, float]:

@@ -36,8 +36,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 DEFAULT_LOCK_DIR = ".snakemake/gpu_slots"
 

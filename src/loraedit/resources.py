@@ -160,10 +160,9 @@ def rule_resources(cfg: dict, rule: str, attempt: int = 1, frames: int = 49,
     size = size_factor(frames, width, height)
     out = {
         "gpu": int(figures["gpu"]),
-        # Round memory up to 100 MB steps: schedulers book whole numbers, and stable
-        # values keep Snakemake's resource-change rerun trigger quiet.
-        "mem_mb": int(math.ceil(_scaled(figures["mem_mb"], figures.get("mem_scale", 0.0), size, growth) / 100) * 100),
-        "runtime": int(math.ceil(_scaled(figures["runtime"], figures.get("runtime_scale", 0.0), size, growth))),
+        # Round memory up to 100 MB steps: never under the estimate, readable in squeue.
+        "mem_mb": math.ceil(_scaled(figures["mem_mb"], figures.get("mem_scale", 0.0), size, growth) / 100) * 100,
+        "runtime": math.ceil(_scaled(figures["runtime"], figures.get("runtime_scale", 0.0), size, growth)),
         "threads": int(figures["threads"]),
     }
     gpu_model = figures.get("gpu_model", section.get("gpu_model"))

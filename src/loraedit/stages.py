@@ -50,15 +50,27 @@ def _free(*objs) -> None:
         torch.cuda.empty_cache()
 
 
-def apply_memory_modes(transformer, train_cfg: dict, device: torch.device) -> None:
-    """fp8 weight storage (layerwise casting) and group offloading, before the LoRA is attached."""
+def prepare_for_training(transformer, settings: tr.TrainSettings, train_cfg: dict, device: torch.device,
+                         init_state: dict[str, torch.Tensor] | None = None) -> list[torch.nn.Parameter]:
+    """Memory modes + LoRA, in the order they must go (shared by `run_train` and the GPU benchmark).
+
+    1. fp8 weight storage (diffusers layerwise casting) on the frozen base Linear layers;
+    2. the fresh LoRA (fp32 master weights), optionally initialised from a stage-1 LoRA;
+    3. group offloading last, so its hooks also cover the LoRA parameters.
+    """
     if train_cfg.get("fp8_weights"):
         transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+    params = tr.add_lora(transformer, settings)
+    if init_state is not None:  # Sec. 3.3.2 continues from the stage-1 LoRA
+        tr.load_lora_state(transformer, init_state)
     blocks = train_cfg.get("offload_blocks_per_group")
     if blocks and device.type == "cuda":
         transformer.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
                                          offload_type="block_level", num_blocks_per_group=int(blocks),
                                          use_stream=bool(train_cfg.get("offload_use_stream", True)))
+    elif blocks:
+        log.warning("train.offload_blocks_per_group needs a CUDA device; training without offloading")
+    return params
 
 
 def read_lora_state(lora_dir: str | os.PathLike, expert: int = 0) -> dict[str, torch.Tensor]:
@@ -103,14 +115,12 @@ def run_train(prepared_dir, masks_dir, caption_json, method: str, model_cfg: dic
         _free(encoders)
 
     # 2. Train the LoRA on the transformer(s) alone.
-    transformers = load_transformers(model_cfg, device if not train_cfg.get("offload_blocks_per_group") else None,
-                                     dtype)
+    offload = bool(train_cfg.get("offload_blocks_per_group")) and device.type == "cuda"
+    transformers = load_transformers(model_cfg, None if offload else device, dtype)  # offloaded: start on CPU
     histories, states = [], []
     for i, (transformer, t_range) in enumerate(zip(transformers, expert_t_ranges(spec))):
-        apply_memory_modes(transformer, train_cfg, device)
-        tr.add_lora(transformer, settings)
-        if init_lora_dir is not None:  # Sec. 3.3.2 continues from the stage-1 LoRA
-            tr.load_lora_state(transformer, read_lora_state(init_lora_dir, i))
+        init = read_lora_state(init_lora_dir, i) if init_lora_dir is not None else None
+        prepare_for_training(transformer, settings, train_cfg, device, init)
         expert_dir = work_dir / f"expert{i}"
         history = tr.train(transformer, samples, settings, device, expert_dir, t_range=t_range, progress=progress)
         histories += [dict(h, expert=i) for h in history]

@@ -135,7 +135,20 @@ def load_transformers(model_cfg: dict, device: torch.device | None, dtype: torch
         models = [
             WanTransformer3DModel.from_pretrained(path, subfolder=name, torch_dtype=dtype) for name in spec.experts
         ]
-    return [m.to(device=device, dtype=dtype) if device is not None else m.to(dtype=dtype) for m in models]
+        return [m.to(device) if device is not None else m for m in models]  # from_pretrained kept fp32 modules
+    return [_cast_like_from_pretrained(m, device, dtype) for m in models]
+
+
+def _cast_like_from_pretrained(model: WanTransformer3DModel, device, dtype: torch.dtype) -> WanTransformer3DModel:
+    """Cast a built model as `from_pretrained(torch_dtype=...)` would: norms, RoPE, time embedding and
+    modulation tables stay in float32 (`_keep_in_fp32_modules`)."""
+    model.to(device=device)
+    if dtype == torch.float32:
+        return model
+    keep = set(model._keep_in_fp32_modules or ())
+    for name, p in model.named_parameters():
+        p.data = p.data.to(torch.float32 if keep & set(name.split(".")) else dtype)
+    return model
 
 
 def make_scheduler(kind: str = "euler", shift: float = 5.0, num_train_timesteps: int = 1000) -> Any:

@@ -1,0 +1,99 @@
+"""The GPU benchmark's own code path, scaled down to the tiny model on the CPU, so it never rots."""
+
+import importlib.util
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from loraedit import flops
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_scale.py"
+ARGS = ["--tiny", "--modes", "bf16", "fp8", "compile", "offload", "--compile-backend", "eager",
+        "--warmup", "1", "--steps", "2", "--infer-warmup", "1", "--infer-steps", "2", "--vae-repeats", "1"]
+
+
+@pytest.fixture(scope="module")
+def gpu_scale():
+    spec = importlib.util.spec_from_file_location("gpu_scale", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run(gpu_scale, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    argv = ARGS + ["--out-dir", str(out), "--name", "smoke"]
+    return gpu_scale.main(argv), argv, out
+
+
+def test_meta_build_is_bf16_with_the_real_rope_tables(gpu_scale):
+    config = gpu_scale.transformer_config("tiny")
+    model = gpu_scale.build_transformer(config, torch.device("cpu"), torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert all(torch.isfinite(p.float()).all() for p in model.parameters())
+    reference = gpu_scale.tiny.build_tiny_transformer().to(torch.bfloat16)
+    for (name, buffer), (_, expected) in zip(model.named_buffers(), reference.named_buffers(), strict=True):
+        assert torch.equal(buffer, expected), name
+
+
+def test_json_records_every_mode(run):
+    result, argv, out = run
+    on_disk = json.loads((out / "smoke.json").read_text())
+    assert on_disk["commands"] == ["python benchmarks/gpu_scale.py " + shlex.join(argv)]
+    for key in ("date", "device", "versions", "model", "settings", "matmul_peak", "records", "projections"):
+        assert key in on_disk
+    assert on_disk["versions"]["torch"] == torch.__version__ and on_disk["versions"]["diffusers"]
+    assert on_disk["device"]["type"] == "cpu" and on_disk["matmul_peak"]["flops_per_second"] > 0
+
+    records = on_disk["records"]
+    assert not [r for r in records if "error" in r]
+    for mode in ("bf16", "fp8", "compile"):
+        for frames in (9, 5):
+            [train] = [r for r in records if (r["section"], r.get("mode"), r["frames"]) == ("train", mode, frames)]
+            assert len(train["step_seconds"]) == 2 and min(train["step_seconds"]) > 0
+            assert train["tokens"] == flops.latent_tokens(frames, 64, 96)
+            assert train["hardware_flops"] > train["model_flops"] > 0 and train["mfu"] > 0
+            assert train["peak_allocated_gb"] is None  # no GPU memory on the CPU
+        [infer] = [r for r in records if r["section"] == "infer" and r["mode"] == mode]
+        assert infer["seconds_per_step"] > 0 and infer["transformer_passes_per_step"] == 2
+    offload = [r for r in records if r.get("mode") == "offload"]
+    assert len(offload) == 3 and all("CUDA" in r["skipped"] for r in offload)
+    vae = {(r["op"], r["tiled"]): r for r in records if r["section"] == "vae"}
+    assert set(vae) == {("encode", False), ("decode", False), ("encode", True), ("decode", True)}
+    assert all(r["seconds"] > 0 for r in vae.values())
+
+    # The per-clip projection: 100 steps + a 30-step guided inference + the VAE passes.
+    assert len(on_disk["projections"]) == 6
+    p = next(p for p in on_disk["projections"] if p["mode"] == "bf16" and p["train_frames"] == 9)
+    train = next(r for r in records if (r["section"], r.get("mode"), r["frames"]) == ("train", "bf16", 9))
+    infer = next(r for r in records if (r["section"], r.get("mode")) == ("infer", "bf16"))
+    seconds = 100 * train["seconds_per_step"] + 30 * infer["seconds_per_step"] \
+        + 3 * vae[("encode", False)]["seconds"] + vae[("decode", False)]["seconds"]
+    assert p["minutes"] == pytest.approx(seconds / 60) and p["includes_vae"]
+    assert result["paths"]["json"] == str(out / "smoke.json")
+
+
+def test_markdown_table(run):
+    result, _, out = run
+    text = (out / "smoke.md").read_text()
+    assert result["device"]["name"] in text and "python benchmarks/gpu_scale.py --tiny" in text
+    assert f"diffusers {result['versions']['diffusers']}" in text
+    rows = [line for line in text.splitlines() if line.startswith("| bf16 | 9 |")]
+    assert len(rows) == 3  # training, inference, projection
+    assert "group offloading needs a CUDA device" in text
+
+
+def test_merge_adds_a_second_command(gpu_scale, run):
+    _, _, out = run
+    argv = ["--tiny", "--modes", "bf16", "--no-train", "--no-vae", "--infer-steps", "1",
+            "--out-dir", str(out), "--name", "smoke", "--merge"]
+    merged = gpu_scale.main(argv)
+    assert len(merged["commands"]) == 2 and merged["commands"][1].endswith(shlex.join(argv))
+    modes = {(r["section"], r.get("mode")) for r in merged["records"]}
+    assert ("train", "fp8") in modes and ("infer", "bf16") in modes  # old records kept, new one replaced
+    [infer] = [r for r in merged["records"] if (r["section"], r.get("mode")) == ("infer", "bf16")]
+    assert len(infer["step_seconds"]) == 1  # the new run's record (1 timed step, not 2)
