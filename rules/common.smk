@@ -29,7 +29,7 @@ def sheet_path(wildcards):
     host (SLURM) knows the checkpoint it depends on.
     """
     if DEMO:
-        return str(checkpoints.demo_data.get().output.sheet)
+        return checkpoints.demo_data.get().output.sheet
     return config["samples"]
 
 
@@ -84,18 +84,6 @@ def all_outputs(wildcards):
         for m in methods_for(clip):
             outs.append(f"{OUT}/{clip}/{m}/scores.json")
     return outs
-
-
-def sheet_files():
-    """The sample sheet and every file it names (hashed into the run manifest)."""
-    table = samples()
-    files = (
-        [config["samples"]] if not DEMO else [checkpoints.demo_data.get().output.sheet]
-    )
-    for column in ("video", "edited_first_frame", "mask", "gt_video"):
-        if column in table:
-            files += [str(v) for v in table[column] if isinstance(v, str)]
-    return files
 
 
 def res(rule_name, key):

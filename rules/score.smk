@@ -30,6 +30,7 @@ rule score:
 rule aggregate:
     input:
         scores=all_scores,
+        sheet=sheet_path,
     output:
         csv=f"{OUT}/tables/metrics.csv",
         html=report(
@@ -55,6 +56,5 @@ rule aggregate:
         methods=lambda wc: config["methods"],
         config=CONFIG_SNAPSHOT,
         benchmarks=f"{OUT}/benchmarks",
-        inputs=lambda wc: sheet_files(),
     script:
         "../scripts/aggregate.py"

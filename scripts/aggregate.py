@@ -3,6 +3,7 @@ from pathlib import Path
 
 from loraedit.logs import snakemake_log
 from loraedit.manifest import write_manifest
+from loraedit.samples import load_samples
 from loraedit.tables import aggregate
 
 with snakemake_log(snakemake) as log:
@@ -10,8 +11,14 @@ with snakemake_log(snakemake) as log:
     aggregate(list(snakemake.input.scores), out_dir, method_order=snakemake.params.methods)
     config = snakemake.params.config
     benchmarks = sorted(str(p) for p in Path(snakemake.params.benchmarks).rglob("*.tsv"))
+    # The sheet and every file it names are hashed into the manifest.
+    sheet = load_samples(snakemake.input.sheet)
+    inputs = [snakemake.input.sheet] + [
+        v for column in ("video", "edited_first_frame", "mask", "gt_video") if column in sheet
+        for v in sheet[column] if isinstance(v, str)
+    ]
     write_manifest(snakemake.output.manifest, config, model_ids={
         "backend": config["model"]["backend"], "model_path": config["model"].get("path"),
         "caption": config.get("caption", {}).get("model"), "clip": config.get("score", {}).get("clip_model"),
-    }, input_files=list(snakemake.params.inputs), benchmark_files=benchmarks, seed=config["train"].get("seed", 0))
+    }, input_files=inputs, benchmark_files=benchmarks, seed=config["train"].get("seed", 0))
     log.info("tables in %s", out_dir)

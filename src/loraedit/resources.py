@@ -19,8 +19,10 @@ Default figures (reference size; host RAM, not GPU memory):
 ``wan2.1-i2v-480p`` (Wan2.1-I2V-14B, bf16; also used for 720p and Wan2.2 A14B):
     caption     GPU  16 GB   10 min  Florence-2-large, two frames
     train_lora  GPU  64 GB  120 min  14B weights (~33 GB bf16) staged in RAM for
-                                     block offloading; ~15 min/100 steps on an
-                                     H100, ~55 min on a 24 GB card with offload
+                                     block offloading. Runtime is an estimate, not a
+                                     measurement: the official README reports 31.9 s/step
+                                     (~53 min/100 steps) on an RTX 4090 with block swap;
+                                     benchmarks/gpu_scale.py measures it on H100/H200
     infer       GPU  64 GB   45 min  30 guided steps + VAE decode
     score       GPU  32 GB   30 min  CLIP + DeQA-Score (7B) on every frame
     prepare     CPU   4 GB   10 min  ffmpeg decode, resize, PNG frames
@@ -89,6 +91,7 @@ _A14B = {**_REAL, "train_lora": {**_REAL["train_lora"], "mem_mb": 96000},
 
 DEFAULT_RESOURCES: dict[str, dict[str, dict]] = {
     "tiny": _TINY,
+    "tiny-wan2.2": _TINY,
     "wan2.1-i2v-480p": _REAL,
     # Same model at a larger size: the frames x pixels scaling covers 1280x720.
     "wan2.1-i2v-720p": _REAL,
