@@ -104,9 +104,11 @@ def test_no_temporary_files_left(demo_run):
 def test_bad_sheet_fails_before_the_dag(tmp_path):
     sheet = tmp_path / "samples.tsv"
     sheet.write_text("clip_id\tvideo\tedited_first_frame\nok\tmissing.mp4\tmissing.png\nbad id\tx.mp4\ty.png\n")
+    overrides = tmp_path / "run.yaml"
+    overrides.write_text(f"samples: {sheet}\ndemo:\n  enabled: false\n")
     proc = subprocess.run(
         [str(REPO / ".venv" / "bin" / "snakemake"), "-n", "--cores", "1", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(tmp_path), "--config", f"samples={sheet}", "demo={'enabled': False}"],
+         "--directory", str(tmp_path), "--configfile", str(REPO / "config" / "config.yaml"), str(overrides)],
         capture_output=True, text=True,
     )
     assert proc.returncode != 0
