@@ -181,7 +181,11 @@ def lora_config(settings: TrainSettings) -> LoraConfig:
 def add_lora(transformer, settings: TrainSettings) -> list[torch.nn.Parameter]:
     """Attach a fresh LoRA (trainable, float32) and freeze everything else; returns the LoRA params."""
     transformer.requires_grad_(False)
-    transformer.add_adapter(lora_config(settings))
+    # peft draws lora_A from the global RNG: seed it so the same settings give the same LoRA.
+    cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(settings.seed)  # seeds the CPU and CUDA generators
+        transformer.add_adapter(lora_config(settings))
     params = [p for n, p in transformer.named_parameters() if "lora_" in n]
     for p in params:
         p.data = p.data.float()  # master weights in fp32 even when the base is bf16/fp8
