@@ -11,7 +11,7 @@ from loraedit.prepare import prepare_clip
 from loraedit.samples import SAFE_ID, load_samples, sample_row
 from loraedit.video_io import write_mp4, write_png
 
-ANYV2V = Path("/work/shared/data/anyv2v")
+ANYV2V = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anyv2v"  # ../shared beside the checkout
 
 
 def tiny_video(path, t=5):
