@@ -2,12 +2,13 @@
 from pathlib import Path
 
 from loraedit.atomic import write_json
+from loraedit.gpu_slots import gpu_slot
 from loraedit.logs import snakemake_log
 from loraedit.metrics import load_baseline_video, score_clip
 from loraedit.stages import read_prepared
 from loraedit.video_io import read_frames
 
-with snakemake_log(snakemake) as log:
+with snakemake_log(snakemake) as log, gpu_slot(n=1):
     clip, method = snakemake.wildcards.clip, snakemake.wildcards.method
     meta, frames, keep, edited = read_prepared(snakemake.input.prepared, snakemake.input.masks, clip)
     if snakemake.params.baseline:

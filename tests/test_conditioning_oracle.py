@@ -76,6 +76,10 @@ def test_edit_mask_changes_condition(models, image):
     mask = cond.latent_keep_mask(torch.from_numpy(keep.astype(np.float32))[None], (H // 8, W // 8))
     assert mask[0, :, 1:].min() == 0 and mask[0, :, 1:].max() == 1
     assert torch.all(mask[0, :, 0] == 1)
+    video = cond.frames_to_video(frames)
+    greyed = cond.grey_out(video, torch.from_numpy(keep.astype(np.float32))[None])
+    assert torch.equal(greyed[:, :, 1:, :8], video[:, :, 1:, :8])  # background kept
+    assert torch.all(greyed[:, :, 1:, 8:24, 16:32] == 0)  # edit region grey
     # conservative min-pooling never keeps a latent pixel that covers an edited pixel
     keep2 = np.ones((T, H, W), np.uint8)
     keep2[1:, 9, 17] = 0

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from loraedit.errors import ClipError
 from loraedit.metrics import load_baseline_video, score_clip

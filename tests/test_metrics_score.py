@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import skimage.data
-import torch
 
 from loraedit.errors import ClipError
 from loraedit.metrics import PSNR_CAP_DB, score_clip, score_config

@@ -1,7 +1,6 @@
 """The train and infer stages end to end on prepared folders, for one-expert (Wan2.1) and
 two-expert (Wan2.2 layout, no image encoder) tiny backends."""
 
-import json
 
 import numpy as np
 import pytest

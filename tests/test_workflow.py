@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
-from loraedit.video_io import ffmpeg_exe, probe, read_frames
+from loraedit.video_io import probe, read_frames
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,9 @@ from safetensors.torch import load_file
 from . import inference as inf
 from . import lora_io
 from . import training as tr
-from .atomic import atomic_path, write_json
+from .atomic import atomic_path
+from .conditioning import first_frame_keep_mask
+from .masks import overlay
 from .models.wan import (
     WanModels, assemble_pipeline, backend_spec, load_encoders, load_transformers, resolve_device, resolve_dtype,
 )
@@ -42,9 +44,8 @@ def _device_dtype(model_cfg: dict) -> tuple[torch.device, torch.dtype]:
     return device, resolve_dtype(model_cfg.get("dtype", "auto"), device)
 
 
-def _free(*objs) -> None:
-    for o in objs:
-        del o
+def _release_memory() -> None:
+    """Return freed host/GPU memory (call after dropping the last reference to a model)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -112,7 +113,8 @@ def run_train(prepared_dir, masks_dir, caption_json, method: str, model_cfg: dic
                                     mask_mode=train_cfg.get("mask_downsample", "nearest"))
         with atomic_path(cache) as tmp:
             torch.save(samples, tmp)
-        _free(encoders)
+        del encoders  # the VAE and text/image encoders are not needed for training
+        _release_memory()
 
     # 2. Train the LoRA on the transformer(s) alone.
     offload = bool(train_cfg.get("offload_blocks_per_group")) and device.type == "cuda"
@@ -149,22 +151,18 @@ def load_models_for_inference(model_cfg: dict, lora_dir=None) -> tuple[WanModels
 def run_infer(prepared_dir, masks_dir, caption_json, method: str, model_cfg: dict, infer_cfg: dict, out_dir,
               lora_dir=None, clip_id: str | None = None, progress: bool = True) -> np.ndarray:
     """Stage `infer`: writes out_dir/frames/*.png, output.mp4 and side_by_side.mp4 (input | output | mask)."""
-    from .masks import overlay
-
     settings = inf.InferSettings.from_config(infer_cfg)
     meta, frames, keep, edited = read_prepared(prepared_dir, masks_dir, clip_id)
     captions = json.loads(Path(caption_json).read_text())
     models, device = load_models_for_inference(model_cfg, lora_dir)
     # The naive variant (Sec. 3.1) is the stock I2V mask at inference too.
-    from .conditioning import first_frame_keep_mask
-
     run_keep = first_frame_keep_mask(*keep.shape) if method == "naive" else keep
     output = inf.edit_video(models, frames, edited[0], run_keep, captions["infer_prompt"], settings, device, progress)
-    write_output(out_dir, output, frames, keep, meta.get("fps", 8.0), overlay)
+    write_output(out_dir, output, frames, keep, meta.get("fps", 8.0))
     return output
 
 
-def write_output(out_dir, output: np.ndarray, frames: np.ndarray, keep: np.ndarray, fps: float, overlay) -> None:
+def write_output(out_dir, output: np.ndarray, frames: np.ndarray, keep: np.ndarray, fps: float) -> None:
     """One atomic folder: frames/, output.mp4, side_by_side.mp4 (input | output | mask overlay)."""
     with atomic_path(out_dir, is_dir=True) as tmp:
         write_frames(Path(tmp) / "frames", output)
@@ -175,9 +173,7 @@ def write_output(out_dir, output: np.ndarray, frames: np.ndarray, keep: np.ndarr
 
 def run_composite(prepared_dir, masks_dir, method_out_dir, out_dir, feather_px: int = 5, clip_id=None) -> None:
     """Beyond the paper: the method's output with the kept background pasted back (feathered)."""
-    from .masks import overlay
-
     meta, frames, keep, _ = read_prepared(prepared_dir, masks_dir, clip_id)
     output = read_frames(Path(method_out_dir) / "frames", clip_id)
     composited = inf.composite_background(output, frames, keep, feather_px)
-    write_output(out_dir, composited, frames, keep, meta.get("fps", 8.0), overlay)
+    write_output(out_dir, composited, frames, keep, meta.get("fps", 8.0))
