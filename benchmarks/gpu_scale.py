@@ -43,7 +43,8 @@ from loraedit import inference as inf
 from loraedit import training as tr
 from loraedit.atomic import write_json, write_text
 from loraedit.models import tiny
-from loraedit.models.wan import BACKENDS, WanModels, resolve_device
+from loraedit.devices import resolve_device
+from loraedit.models.wan import BACKENDS, WanModels
 from loraedit.stages import prepare_for_training
 
 log = logging.getLogger("gpu_scale")

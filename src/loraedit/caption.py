@@ -35,6 +35,8 @@ from transformers import (
     Florence2Processor,
 )
 
+from loraedit import devices
+from loraedit.devices import resolve_device
 from loraedit.errors import ClipError
 
 TASK = "<DETAILED_CAPTION>"
@@ -74,24 +76,9 @@ _TINY_CORPUS = (
 # --------------------------------------------------------------------------- models
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """"auto"/None -> cuda when available, else cpu."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """"auto"/None -> fp16 on cuda (as the official code), fp32 on cpu."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype is None or dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
-             "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-    if dtype not in names:
-        raise ValueError(f"caption dtype {dtype!r}: expected one of auto, {', '.join(names)}")
-    return names[dtype]
+    return devices.resolve_dtype(dtype, device, auto_gpu=torch.float16)
 
 
 def load_florence2(

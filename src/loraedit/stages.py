@@ -20,9 +20,10 @@ from . import lora_io
 from . import training as tr
 from .atomic import atomic_path
 from .conditioning import first_frame_keep_mask
+from .devices import resolve_device, resolve_dtype
 from .masks import overlay
 from .models.wan import (
-    WanModels, assemble_pipeline, backend_spec, load_encoders, load_transformers, resolve_device, resolve_dtype,
+    WanModels, assemble_pipeline, backend_spec, load_encoders, load_transformers,
 )
 from .video_io import read_frames, read_image, read_mask, write_frames, write_mp4
 

@@ -56,13 +56,6 @@ def not_available(higher_is_better: bool, impl: str, version: str, model: str, n
     return record(None, higher_is_better, impl, version, model, note, family)
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``auto`` -> the first CUDA device when there is one, else CPU."""
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def to_tensor01(frames: np.ndarray) -> torch.Tensor:
     """``uint8 (T, H, W, 3)`` -> ``float32 (T, 3, H, W)`` in [0, 1] (pyiqa's input convention)."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)

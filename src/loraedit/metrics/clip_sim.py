@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ..prepare import resize_center_crop
-from .base import pkg_version, record, resolve_device
+from ..devices import resolve_device
+from .base import pkg_version, record
 
 Embedder = Callable[[np.ndarray], torch.Tensor]  # uint8 (N, H, W, 3) -> float (N, D)
 

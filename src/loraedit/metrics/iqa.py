@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import NO_WEIGHTS, PSNR_CAP_DB, pkg_version, record, resolve_device, to_tensor01
+from ..devices import resolve_device
+from .base import NO_WEIGHTS, PSNR_CAP_DB, pkg_version, record, to_tensor01
 
 WEIGHT_FREE_METRICS = ("psnr", "ssim", "ms_ssim", "cw_ssim", "fsim", "vif", "gmsd", "nlpd", "vsi", "piqe", "entropy")
 WEIGHT_METRICS = ("niqe", "brisque", "lpips", "musiq")

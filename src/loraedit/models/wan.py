@@ -46,9 +46,6 @@ BACKENDS: dict[str, BackendSpec] = {
     ),
 }
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
-
 
 @dataclasses.dataclass
 class WanModels:
@@ -64,18 +61,6 @@ def backend_spec(model_cfg: dict) -> BackendSpec:
     if name not in BACKENDS:
         raise ValueError(f"model.backend: unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
     return BACKENDS[name]
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return DTYPES[name]
 
 
 def _checkpoint_path(model_cfg: dict, spec: BackendSpec) -> str:
