@@ -14,7 +14,6 @@ OUT = "results"
 # non-picklable Snakemake values when run through the Python API).
 CONFIG_SNAPSHOT = json.loads(json.dumps(config, default=str))
 DEMO = bool(config.get("demo", {}).get("enabled", False))
-TRAINED = ["naive", "mask", "mask+ref"]
 
 
 wildcard_constraints:
@@ -33,9 +32,21 @@ def sheet_path(wildcards):
     return config["samples"]
 
 
+_SHEETS = {}
+
+
 def samples():
-    """The validated sheet."""
-    return load_samples(sheet_path(None))
+    """The validated sheet, loaded once per version of the file.
+
+    Input functions call this for every job; validating (and checking every file named in) a
+    whole benchmark sheet each time would make DAG building quadratic in the number of clips.
+    """
+    path = os.fspath(sheet_path(None))
+    # A missing sheet gets load_samples' own one-line error.
+    key = (path, os.stat(path).st_mtime_ns if os.path.exists(path) else None)
+    if key not in _SHEETS:
+        _SHEETS[key] = load_samples(path)
+    return _SHEETS[key]
 
 
 # A user sheet is validated at parse time, before the DAG starts: every bad row at once.

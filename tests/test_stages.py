@@ -41,6 +41,7 @@ def test_train_then_infer(prepared, backend):
                                d / "mask" / "work", progress=False)
     experts = 2 if backend == "tiny-wan2.2" else 1
     assert len(history) == 4 * experts
+    assert (d / "mask" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     files = sorted(p.name for p in (d / "mask" / "lora").iterdir())
     if experts == 2:
         assert "pytorch_lora_weights_transformer_2.safetensors" in files

@@ -22,6 +22,7 @@ from .atomic import atomic_path
 from .conditioning import first_frame_keep_mask
 from .devices import resolve_device, resolve_dtype
 from .masks import overlay
+from .report_assets import side_by_side
 from .models.wan import (
     WanModels, assemble_pipeline, backend_spec, load_encoders, load_transformers,
 )
@@ -168,8 +169,8 @@ def write_output(out_dir, output: np.ndarray, frames: np.ndarray, keep: np.ndarr
     with atomic_path(out_dir, is_dir=True) as tmp:
         write_frames(Path(tmp) / "frames", output)
         write_mp4(Path(tmp) / "output.mp4", output, fps)
-        panel = np.concatenate([frames, output, overlay(frames, keep)], axis=2)  # (T, H, 3W, 3)
-        write_mp4(Path(tmp) / "side_by_side.mp4", panel, fps)
+        side_by_side([("input", frames), ("output", output), ("mask", overlay(frames, keep))],
+                     Path(tmp) / "side_by_side.mp4", fps)
 
 
 def run_composite(prepared_dir, masks_dir, method_out_dir, out_dir, feather_px: int = 5, clip_id=None) -> None:

@@ -323,16 +323,14 @@ def finish(out_dir: str | os.PathLike) -> None:
 
 def plot_loss(history: list[dict], csv_path: str | os.PathLike, png_path: str | os.PathLike) -> None:
     """The loss curve as CSV (step, loss, t, sample, seconds) and PNG (raw + moving average)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import pandas as pd
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
 
     frame = pd.DataFrame(history, columns=["step", "loss", "t", "sample", "seconds"])
     with atomic_path(csv_path) as tmp:
         frame.to_csv(tmp, index=False)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     ax.plot(frame["step"], frame["loss"], lw=0.8, alpha=0.5, label="loss")
     if len(frame) >= 5:
         ax.plot(frame["step"], frame["loss"].rolling(max(2, len(frame) // 10), min_periods=1).mean(), label="mean")
@@ -342,4 +340,3 @@ def plot_loss(history: list[dict], csv_path: str | os.PathLike, png_path: str | 
     fig.tight_layout()
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, dpi=100)
-    plt.close(fig)
