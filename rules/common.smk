@@ -4,6 +4,7 @@ import os
 
 from snakemake.utils import validate
 
+from loraedit.masks import choose_source
 from loraedit.resources import retries, rule_resources
 from loraedit.samples import load_samples, sample_row
 
@@ -178,3 +179,16 @@ def side_by_side_inputs(wildcards):
             if not m.startswith("baseline-")
         ],
     }
+
+
+def uses_sam(wildcards):
+    """Whether the clip's masks come from SAM2/SAM3 (the sheet's clicks, box or phrase)."""
+    r = row(wildcards)
+    source = choose_source(config["masks"].get("source", "auto"), r, r.get("mask"))
+    return source in ("sam2", "sam3")
+
+
+def masks_res(key):
+    """The `masks` figures (CPU), or `masks_sam` (one GPU) for a clip whose masks come from SAM."""
+    cpu, sam = res("masks", key), res("masks_sam", key)
+    return lambda wc, attempt: (sam if uses_sam(wc) else cpu)(wc, attempt)

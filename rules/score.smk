@@ -31,6 +31,7 @@ rule aggregate:
     input:
         scores=all_scores,
         sheet=sheet_path,
+        masks=lambda wc: [f"{OUT}/{clip}/masks" for clip in samples().index],
     output:
         csv=f"{OUT}/tables/metrics.csv",
         html=report(

@@ -143,12 +143,23 @@ def test_sheet_prompts_skip_model_loading(tmp_path):
         "source": "sheet",
         "model": None,
     }
-    # The training prompt falls back to the edited-content prompt; p* is not doubled.
-    out = caption_clip(prep, cfg, sheet_prompt="p3rs0n, a woman", sheet_source_prompt=float("nan"))
-    assert out["train_prompt"] == out["infer_prompt"] == "p3rs0n, a woman"
-    # Without a sheet prompt the same config must load the (missing) model and fail.
+    # The edit's text never becomes the training prompt: without a source prompt the
+    # source frame must be captioned, so the same config loads the (missing) model and fails.
+    with pytest.raises(RuntimeError, match="no-such-florence"):
+        caption_clip(prep, cfg, sheet_prompt="p3rs0n, a woman", sheet_source_prompt=float("nan"))
     with pytest.raises(RuntimeError, match="no-such-florence"):
         caption_clip(prep, cfg)
+
+
+def test_prompt_only_trains_on_the_source_caption(tmp_path):
+    """Paper / official code: train on p* + caption of source frame 1; the sheet's prompt is for inference."""
+    prep = _prepared(tmp_path)
+    out = caption_clip(prep, TINY_CFG, sheet_prompt="p3rs0n, a woman")
+    assert out["infer_prompt"] == "p3rs0n, a woman"  # p* is not doubled
+    model, processor = build_tiny_florence2(seed=0)
+    source = np.asarray(Image.open(prep / "frames" / "00000.png").convert("RGB"))
+    assert out["train_prompt"] == make_prompt("p3rs0n,", caption_image(model, processor, source, 3, 12))
+    assert out["source"] == "florence2-tiny"
 
 
 def test_source_prompt_only_captions_the_edited_frames(tmp_path):

@@ -55,7 +55,8 @@ def test_condition_latents_equal_stock(models, image):
 def test_full_denoising_equals_stock(models, image):
     pipe = assemble_pipeline(models.encoders, models.transformers, models.spec)
     pipe.scheduler = make_scheduler("euler", 5.0)
-    settings = inf.InferSettings(num_steps=3, guidance_scale=5.0, seed=11, negative_prompt="blurry")
+    settings = inf.InferSettings(num_steps=3, guidance_scale=5.0, seed=11, negative_prompt="blurry",
+                                 image_preprocess="center_crop", schedule="diffusers")  # stock
     prompt = "p3rs0n, a red circle"
     stock = pipe(image=Image.fromarray(image), prompt=prompt, negative_prompt="blurry", height=H, width=W,
                  num_frames=T, num_inference_steps=3, guidance_scale=5.0,
@@ -99,7 +100,28 @@ def test_final_latents_equal_stock(models, image):
     video, keep = inf.inference_condition(frames, image, cond.first_frame_keep_mask(T, H, W))
     condition = cond.build_condition(models.encoders.vae, video, keep)
     pe, ne = cond.encode_prompts(models.encoders, prompt, "blurry", device=DEV)
-    ie = cond.encode_image(models.encoders, image, device=DEV)
-    settings = inf.InferSettings(num_steps=3, guidance_scale=5.0, seed=11, negative_prompt="blurry")
+    ie = cond.encode_image(models.encoders, image, device=DEV, preprocess="center_crop")  # the stock processor
+    settings = inf.InferSettings(num_steps=3, guidance_scale=5.0, seed=11, negative_prompt="blurry",
+                                 image_preprocess="center_crop", schedule="diffusers")  # stock
     ours = inf.denoise(models, condition, pe, ne, ie, settings, DEV, progress=False)
     torch.testing.assert_close(ours, stock, rtol=1e-5, atol=1e-5)
+
+
+def test_official_image_preprocessing_sees_the_whole_frame(models):
+    """`resize` (official) squeezes the whole frame to the encoder's input; the stock centre crop of a
+    wide frame never sees its sides."""
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    sides = wide.copy()
+    sides[:, :12] = 255 - sides[:, :12]  # only the left sixth changes
+    enc = models.encoders
+    crop = [cond.encode_image(enc, x, DEV, preprocess="center_crop") for x in (wide, sides)]
+    whole = [cond.encode_image(enc, x, DEV) for x in (wide, sides)]
+    torch.testing.assert_close(crop[0], crop[1])  # the crop cannot tell them apart
+    assert (whole[0] - whole[1]).abs().max() > 1e-3
+    # A frame already at the encoder's size: both preprocessings agree.
+    square = wide[:, :32].copy()
+    torch.testing.assert_close(cond.encode_image(enc, square, DEV), cond.encode_image(enc, square, DEV, "center_crop"),
+                               rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="image_preprocess"):
+        cond.encode_image(enc, square, DEV, "squash")

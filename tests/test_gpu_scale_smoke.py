@@ -61,7 +61,13 @@ def test_json_records_every_mode(run):
         [infer] = [r for r in records if r["section"] == "infer" and r["mode"] == mode]
         assert infer["seconds_per_step"] > 0 and infer["transformer_passes_per_step"] == 2
     offload = [r for r in records if r.get("mode") == "offload"]
-    assert len(offload) == 3 and all("CUDA" in r["skipped"] for r in offload)
+    assert len(offload) == 4 and all("CUDA" in r["skipped"] for r in offload)  # train x2, infer, check
+    # LoRA check: same seed and sample, 3 steps; bf16 is the reference, compile (eager) is exact.
+    check = {r["mode"]: r for r in records if r["section"] == "check" and "status" in r}
+    assert set(check) == {"bf16", "fp8", "compile"}
+    assert check["bf16"]["relative_difference"] == 0 and check["compile"]["relative_difference"] == 0
+    assert check["bf16"]["update_norm"] > 0 and check["compile"]["status"] == "ok"
+    assert 0 < check["fp8"]["relative_difference"]  # fp8 storage changes the base weights, so the LoRA too
     vae = {(r["op"], r["tiled"]): r for r in records if r["section"] == "vae"}
     assert set(vae) == {("encode", False), ("decode", False), ("encode", True), ("decode", True)}
     assert all(r["seconds"] > 0 for r in vae.values())
@@ -97,3 +103,27 @@ def test_merge_adds_a_second_command(gpu_scale, run):
     assert ("train", "fp8") in modes and ("infer", "bf16") in modes  # old records kept, new one replaced
     [infer] = [r for r in merged["records"] if (r["section"], r.get("mode")) == ("infer", "bf16")]
     assert len(infer["step_seconds"]) == 1  # the new run's record (1 timed step, not 2)
+
+
+def test_memory_modes_train_the_same_lora_and_merge(gpu_scale, run, tmp_path):
+    """low (every block streamed, inputs offloaded) and fast (kept attention, compile) on the CPU:
+    their LoRA updates equal the bf16 mode's exactly; fp8mm's differs (reported, not hidden);
+    --merge-files joins partial runs."""
+    argv = ["--tiny", "--modes", "low", "fast", "fp8mm", "--compile-backend", "eager", "--train-frames", "5", "--warmup", "1",
+            "--steps", "1", "--no-infer", "--no-vae", "--out-dir", str(tmp_path), "--name", "modes"]
+    result = gpu_scale.main(argv)
+    check = {r["mode"]: r for r in result["records"] if r["section"] == "check"}
+    assert set(check) == {"low", "fast", "fp8mm"}  # the bf16 reference ran too, but only for its LoRA update
+    for r in (check["low"], check["fast"]):
+        assert r["status"] == "ok" and r["relative_difference"] == 0 and r["update_norm"] > 0
+    assert check["fp8mm"]["update_norm"] > 0 and check["fp8mm"]["relative_difference"] > 0  # quantized base
+    [low] = [r for r in result["records"] if (r["section"], r["mode"]) == ("train", "low")]
+    assert low["host_weights_gb"] > 0 and low["host_activations_gb"] > 0 and low["seconds_per_step"] > 0
+    [fast] = [r for r in result["records"] if (r["section"], r["mode"]) == ("train", "fast")]
+    assert 0 < low["estimated_peak_gb"] < fast["estimated_peak_gb"]  # the memory model's view of each set-up
+
+    merged = gpu_scale.main(["--merge-files", str(run[2] / "smoke.json"), str(tmp_path / "modes.json"),
+                             "--out-dir", str(tmp_path), "--name", "both"])
+    modes = {r["mode"] for r in merged["records"] if r["section"] == "train"}
+    assert {"bf16", "fp8", "compile", "low", "fast"} <= modes and len(merged["commands"]) >= 2
+    assert "| low | 5 |" in (tmp_path / "both.md").read_text()

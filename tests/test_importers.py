@@ -37,12 +37,14 @@ def test_anyv2v_real_data(tmp_path):
     sheet = import_anyv2v(ANYV2V, tmp_path / "anyv2v.tsv")
     df = load_samples(sheet)
     assert len(df) == 6 and df.index.is_unique and all(SAFE_ID.match(c) for c in df.index)
-    assert set(df["prompt"]) == {
+    assert set(df["edit_instruction"]) == {
         "Sketch style", "Snowing", "A dog turning its head on a wooden floor",
         "add a party hat on his head", "helmet", "turn his hair white",
     }
-    kitten = df[df["source_prompt"] == "A kitten turning its head on a wooden floor"]
-    assert len(kitten) == 1 and kitten["video"].iloc[0].endswith("floor.mp4")
+    # Instructions and clip names are never prompts: both stay empty so captions are made.
+    assert df["prompt"].isna().all() and df["source_prompt"].isna().all()
+    kitten = df[df["video"].str.endswith("A kitten turning its head on a wooden floor.mp4")]
+    assert len(kitten) == 1 and kitten["edit_instruction"].iloc[0] == "A dog turning its head on a wooden floor"
 
     # the imported row prepares: 16 source frames at 8 fps -> 13 frames
     cfg = {"num_frames": 13, "square": [64, 64]}
@@ -67,7 +69,8 @@ def test_anyv2v_synthetic_layout_and_cli(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "2 samples" in res.stdout
     df = load_samples(out)
-    assert list(df["prompt"]) == ["Make it red", "make it RED"]
+    assert list(df["edit_instruction"]) == ["Make it red", "make it RED"]
+    assert df["prompt"].isna().all() and df["source_prompt"].isna().all()
     assert df.index[0] == "my-clip_make-it-red" and df.index[1].startswith("my-clip_make-it-red-")
 
     res = subprocess.run(
@@ -94,5 +97,33 @@ def test_i2vedit_synthetic_tree(tmp_path):
     df = load_samples(sheet)
     assert df.loc["item10_b", "video"] == str(root / "item10" / "source_and_edits" / "source.mp4")
     assert df.loc["item2_edit2", "edited_first_frame"].endswith("item2/source_and_edits/edit2.png")
+    assert df.loc["item2_edit2", "edit_instruction"] == "edit2"
+    assert df["prompt"].isna().all() and df["source_prompt"].isna().all()
     with pytest.raises(FileNotFoundError):
         import_i2vedit(root / "item3", tmp_path / "none.tsv")
+
+
+def test_mask_prompts_fill_and_heuristic_only_clips_are_printed(tmp_path, capsys):
+    from loraedit.importers import main
+
+    root = tmp_path / "i2vedit"
+    for item, edits in [("item1", ["a.png", "b.png"]), ("item2", ["c.png"]), ("item3", ["d.png"])]:
+        d = root / item / "source_and_edits"
+        d.mkdir(parents=True)
+        tiny_video(d / "source.mp4")
+        for e in edits:
+            write_png(d / e, np.zeros((32, 32, 3), np.uint8))
+    phrases = tmp_path / "phrases.tsv"
+    phrases.write_text("# key\tphrase\nitem1\tthe dog\nitem1_b\tthe dog's hat\n\nitem3_d\ta red car\n")
+    out = tmp_path / "s.tsv"
+    assert main(["i2vedit", str(root), str(out), "--mask-prompts", str(phrases)]) == 0
+    df = load_samples(out)
+    assert df["mask_prompt"].to_dict() == {"item1_a": "the dog", "item1_b": "the dog's hat", "item2_c": None,
+                                           "item3_d": "a red car"}  # a clip id wins over its video's name
+    assert "1 clip(s) have no mask source beyond the optical-flow heuristic" in capsys.readouterr().out
+    assert main(["i2vedit", str(root), str(out)]) == 0  # without phrases every clip is flow-only
+    assert "4 clip(s)" in capsys.readouterr().out
+
+    phrases.write_text("item9\tthe cat\n")  # a typo must not pass silently
+    assert main(["i2vedit", str(root), str(out), "--mask-prompts", str(phrases)]) == 2
+    assert "no clip id or source video named 'item9'" in capsys.readouterr().err

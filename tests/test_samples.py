@@ -100,3 +100,23 @@ def test_schema_works_with_snakemake_validate(files):
     bad = good.assign(clip_id="a b")
     with pytest.raises(WorkflowError):
         validate(bad, str(DEFAULT_SCHEMA))
+
+
+def test_sam_mask_columns(files):
+    header = ["clip_id", "video", "edited_first_frame", "mask_points", "mask_box", "mask_prompt", "mask_frame"]
+    rows = [
+        ["a", "data/v.mp4", "data/e.png", "1:+120,80;-200,40|2:+300,200", "", "", "3"],
+        ["b", "data/v.mp4", "data/e.png", "", "", "the man's shirt", ""],
+        ["c", "data/v.mp4", "data/e.png", "+1;2", "", "", ""],
+        ["d", "data/v.mp4", "data/e.png", "", "1,1,9,9", "a cat", "0"],
+    ]
+    with pytest.raises(SheetError) as e:
+        load_samples(write_sheet(files / "s.tsv", rows, header=header))
+    assert e.value.problems == [
+        "line 4 (clip c): mask_points: '+1' is not +x,y or -x,y (e.g. +120,80)",
+        "line 5 (clip d): mask_frame: '0' is not a frame number (1 = the first frame)",
+        "line 5 (clip d): mask_prompt: a phrase (SAM3) and mask_points/mask_box (SAM2) are exclusive; give one",
+    ]
+    df = load_samples(write_sheet(files / "s.tsv", rows[:2], header=header))
+    assert df.loc["a", "mask_points"] == "1:+120,80;-200,40|2:+300,200" and df.loc["a", "mask_frame"] == "3"
+    assert df.loc["b", "mask_prompt"] == "the man's shirt" and df.loc["b", "mask_box"] is None

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,10 @@ VENV_BIN = ROOT / ".venv" / "bin"
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_([A-Za-z0-9_]+)/")
 TIMEOUT = 900
 
-# The demo, cut to one clip and one method with few steps: every rule still runs.
-DEMO_OVERLAY = {"demo": {"num_clips": 1}, "methods": ["mask"], "train": {"steps": 4}, "infer": {"num_steps": 2}}
+# The demo, cut to one clip and one method with few steps: every rule still runs. Training is long
+# enough (and checkpoints often enough) to be killed between two checkpoints.
+DEMO_OVERLAY = {"demo": {"num_clips": 1}, "methods": ["mask"], "train": {"steps": 60, "checkpoint_every": 3},
+                "infer": {"num_steps": 2}}
 DEMO_RULES = {"demo_data", "prepare", "caption", "masks", "train_lora", "infer", "score",
               "side_by_side", "aggregate", "bar_charts"}
 
@@ -44,10 +47,31 @@ class ProfileRun:
     def __init__(self, slurm: dict, workdir: Path, args: list[str]):
         self.slurm, self.workdir, self.args = slurm, workdir, args
         self.cmd = _snakemake() + ["--profile", str(ROOT / "profiles" / "slurm"), "--directory", str(workdir)] + args
-        self.log_path = workdir / "snakemake.out"
+        self.start("snakemake.out")
+
+    def start(self, log_name: str) -> None:
+        self.log_path = self.workdir / log_name
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.cmd + ["--slurm-keep-successful-logs"], cwd=ROOT, env=slurm["env"],
+        self.proc = subprocess.Popen(self.cmd + ["--slurm-keep-successful-logs"], cwd=ROOT, env=self.slurm["env"],
                                      stdout=self._log, stderr=subprocess.STDOUT)
+
+    def crash(self, when: Path) -> dict[str, list[str]]:
+        """Once `when` exists: SIGKILL the head (its lock stays), then scancel its running jobs.
+        Returns the SLURM job ids per rule it had submitted."""
+        deadline = time.time() + TIMEOUT
+        while not when.exists():
+            assert self.proc.poll() is None, self.log_path.read_text()[-4000:]
+            assert time.time() < deadline, f"{when} not written within {TIMEOUT} s"
+            time.sleep(0.2)
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+        ids: dict[str, list[str]] = {}
+        for job_id, rule in SUBMITTED.findall(self.log_path.read_text()):
+            ids.setdefault(rule, []).append(job_id)
+        # Finished jobs make scancel complain; only the running ones matter.
+        subprocess.run(["scancel", *[i for v in ids.values() for i in v]], env=self.slurm["env"], capture_output=True)
+        return ids
 
     def result(self) -> tuple[str, dict[str, list[str]]]:
         """Wait; fail with the logs if snakemake failed; return its log and the SLURM job ids per rule."""
@@ -166,10 +190,29 @@ def test_small_workflow_through_slurm_profile(slurm, runs):
 
 
 def test_demo_workflow_through_slurm_profile(slurm, runs):
+    """The demo through the profile, crashed as in the README's "After a crash": head SIGKILLed and
+    the training job cancelled mid-training; unlock, then the same command finishes the run."""
     run = runs["demo"]
+    checkpoint = next(iter(run.workdir.glob("results/*/mask/work/expert0/checkpoint.pt")), None)
+    while checkpoint is None:
+        assert run.proc.poll() is None, run.log_path.read_text()[-4000:]
+        time.sleep(0.5)
+        checkpoint = next(iter(run.workdir.glob("results/*/mask/work/expert0/checkpoint.pt")), None)
+    crashed = run.crash(checkpoint)
+    assert _job_info(slurm, crashed["train_lora"][0])["JobState"] in ("CANCELLED", "COMPLETING"), crashed
+    locked = subprocess.run(run.cmd, cwd=ROOT, env=slurm["env"], capture_output=True, text=True, timeout=300)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+    subprocess.run(run.cmd + ["--unlock"], cwd=ROOT, env=slurm["env"], check=True, capture_output=True, timeout=300)
+    run.start("snakemake.rerun.out")
     log, ids = run.result()
-    # Every rule but `all` ran as a SLURM job.
-    assert set(ids) == DEMO_RULES, log[-4000:]
+    # Every rule but `all` ran as a SLURM job; the cancelled training was redone and resumed.
+    done_before = {rule: v for rule, v in crashed.items() if rule != "train_lora"}
+    assert set(ids) | set(done_before) == DEMO_RULES, log[-4000:]
+    assert "train_lora" in ids and not set(ids) & set(done_before), (ids, done_before)
+    clip_dir = checkpoint.parents[3]
+    train_log = (run.workdir / "results" / "logs" / "train_lora" / f"{clip_dir.name}.mask.log").read_text()
+    assert "resuming from" in train_log, train_log[-2000:]
+    ids = {**done_before, **ids}
 
     # Every output of the DAG exists and is up to date.
     assert "Nothing to be done" in run.dry_run()

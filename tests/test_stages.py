@@ -3,6 +3,7 @@ two-expert (Wan2.2 layout, no image encoder) tiny backends."""
 
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -42,6 +43,8 @@ def test_train_then_infer(prepared, backend):
     experts = 2 if backend == "tiny-wan2.2" else 1
     assert len(history) == 4 * experts
     assert (d / "mask" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    loss = pd.read_csv(d / "mask" / "loss.csv")
+    assert list(loss["expert"]) == [i for i in range(experts) for _ in range(4)]  # one curve per expert
     files = sorted(p.name for p in (d / "mask" / "lora").iterdir())
     if experts == 2:
         assert "pytorch_lora_weights_transformer_2.safetensors" in files
@@ -49,7 +52,8 @@ def test_train_then_infer(prepared, backend):
         assert all(h["t"] >= 0.9 for h in history if h["expert"] == 0)
         assert all(h["t"] < 0.9 for h in history if h["expert"] == 1)
     # stage 2 continues from stage 1
-    stages.run_train(d / "prepared", d / "masks", d / "caption.json", "mask+ref", model, dict(train, steps=2),
+    stages.run_train(d / "prepared", d / "masks", d / "caption.json", "mask+ref", model,
+                     dict(train, ref_epochs=1, ref_repeats=1),  # official schedule: 1 x (clip + 1 ref)
                      d / "ref" / "lora", d / "ref" / "loss.csv", d / "ref" / "loss.png", d / "ref" / "work",
                      init_lora_dir=d / "mask" / "lora", progress=False)
     a = load_file(str(d / "mask" / "lora" / "pytorch_lora_weights.safetensors"))

@@ -98,6 +98,22 @@ def test_ties_and_single_methods(tmp_path):
     assert "**1.00e-02**" not in md  # only one method has a warping error: nothing to win
 
 
+def test_edit_instructions_are_shown_not_scored(score_files, tmp_path):
+    out = tmp_path / "tables"
+    aggregate(score_files, out, edit_instructions={"c1": "turn <him> into batman", "c2": None, "gone": "x"})
+    tidy = pd.read_csv(out / "per_clip.csv", keep_default_na=False)
+    assert set(tidy.loc[tidy.clip_id == "c1", "edit_instruction"]) == {"turn <him> into batman"}
+    assert set(tidy.loc[tidy.clip_id == "c2", "edit_instruction"]) == {""}
+    md = (out / "metrics.md").read_text()
+    assert "## Clips" in md and "| c1     | turn <him> into batman" in md and "gone" not in md
+    assert "turn &lt;him&gt; into batman" in (out / "metrics.html").read_text()  # escaped
+    assert list(pd.read_csv(out / "metrics.csv").columns) == ["clip_id", "method", "clip_score", "deqa", "warp_error"]
+    # Without any instruction nothing changes.
+    aggregate(score_files, tmp_path / "plain", edit_instructions={"c1": " "})
+    assert "Clips" not in (tmp_path / "plain" / "metrics.md").read_text()
+    assert "edit_instruction" not in pd.read_csv(tmp_path / "plain" / "per_clip.csv").columns
+
+
 def test_duplicate_scores_are_refused(score_files, tmp_path):
     with pytest.raises(ValueError, match="scored twice"):
         aggregate(score_files + score_files[:1], tmp_path / "t")

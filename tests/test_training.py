@@ -85,6 +85,64 @@ def test_variants_build_the_right_samples(encoders, clip):
         tr.encode_samples(encoders, frames, keep, "mask+ref", "x", tr.TrainSettings(), DEV)
 
 
+def test_reference_clip_image_is_the_unedited_frame_by_default(encoders, clip):
+    """Official (predata_additional.py): a stage-2 sample's CLIP image is the source frame t."""
+    frames, keep = clip
+    refs = {4: (frames[4][::-1].copy(), "p3rs0n, an edited square")}
+    edited_first = np.full_like(frames[0], 200)
+
+    def ref_embeds(**kw):
+        samples = tr.encode_reference_samples(encoders, frames, keep, refs, tr.TrainSettings(**kw), DEV,
+                                              edited_first, "nearest")
+        return samples[0]["image_embeds"]
+
+    assert torch.equal(ref_embeds(), cond.encode_image(encoders, frames[4], DEV).cpu())
+    assert torch.equal(ref_embeds(ref_clip_image="edited_first"), cond.encode_image(encoders, edited_first, DEV).cpu())
+    assert not torch.equal(ref_embeds(), ref_embeds(ref_clip_image="edited_first"))
+    with pytest.raises(ValueError, match="ref_clip_image"):
+        ref_embeds(ref_clip_image="edited")
+
+
+def _kinds(*kinds):
+    return [{"name": f"{k}{i}", "kind": k, "weight": 1.0} for i, k in enumerate(kinds)]
+
+
+def test_official_stage2_schedule_gives_every_reference_90_updates():
+    one = tr.step_order(_kinds("clip", "ref"), tr.TrainSettings())
+    assert len(one) == 100 and one.count(1) == 90 and one.count(0) == 10  # 10 epochs x (1 + 9)
+    three = tr.step_order(_kinds("clip", "ref", "ref", "ref"), tr.TrainSettings())
+    assert len(three) == 280 and [three.count(i) for i in range(4)] == [10, 90, 90, 90]
+    # every epoch holds each sample its exact number of times, in a seeded order
+    assert sorted(three[:28]) == [0] + [1] * 9 + [2] * 9 + [3] * 9
+    assert three == tr.step_order(_kinds("clip", "ref", "ref", "ref"), tr.TrainSettings())
+    assert three != tr.step_order(_kinds("clip", "ref", "ref", "ref"), tr.TrainSettings(seed=1))
+    # the former behaviour: `steps` shared by weighted random sampling
+    assert tr.step_order(_kinds("clip", "ref", "ref"), tr.TrainSettings(ref_schedule="shared")) is None
+    with pytest.raises(ValueError, match="ref_schedule"):
+        tr.step_order(_kinds("clip", "ref"), tr.TrainSettings(ref_schedule="paper"))
+
+
+def test_low_cost_steps_per_window():
+    windows = _kinds("clip", "clip", "clip", "clip")
+    assert tr.step_order(windows, tr.TrainSettings(low_cost=True)) is None  # `steps` shared: ~25 each
+    order = tr.step_order(windows, tr.TrainSettings(low_cost=True, steps_per_window=25))
+    assert len(order) == 100 and [order.count(i) for i in range(4)] == [25, 25, 25, 25]
+
+
+def test_train_follows_the_schedule(encoders, clip, tmp_path):
+    frames, keep = clip
+    settings = tr.TrainSettings(ref_epochs=2, ref_repeats=3, checkpoint_every=0, steps=1)
+    refs = {4: (frames[4], "p3rs0n, a square"), 6: (frames[6], "p3rs0n, a square")}
+    samples = tr.encode_samples(encoders, frames, keep, "mask+ref", "p3rs0n, a square", settings, DEV,
+                                extra_refs=refs, edited_first=frames[0])
+    transformer = load_transformers(CFG, DEV, torch.float32)[0]
+    tr.add_lora(transformer, settings)
+    history = tr.train(transformer, samples, settings, DEV, tmp_path, progress=False)
+    names = [h["sample"] for h in history]
+    assert len(names) == 2 * (1 + 2 * 3)  # `steps` is ignored by the official schedule
+    assert (names.count("clip"), names.count("ref4"), names.count("ref6")) == (2, 6, 6)
+
+
 def _psnr(a, b, peak):
     return float(10 * torch.log10(peak ** 2 / torch.mean((a.double() - b.double()) ** 2)))
 

@@ -24,7 +24,7 @@ OVERRIDES = {
     "prepare": {"num_frames": 9, "landscape": [64, 48], "portrait": [48, 64], "square": [48, 48]},
     "methods": ["naive", "mask", "mask+ref", "none"],
     "train": {"steps": 6, "checkpoint_every": 3},
-    "train_ref": {"steps": 3},
+    "train_ref": {"ref_epochs": 1, "ref_repeats": 2},  # official schedule: 1 x (clip + 2 x ref) = 3 steps
     "infer": {"num_steps": 3, "composite_background": True},
     "score": {"pyiqa_metrics": ["psnr", "ssim", "entropy"], "qalign": False},
 }

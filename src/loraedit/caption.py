@@ -38,6 +38,7 @@ from transformers import (
 from loraedit import devices
 from loraedit.devices import resolve_device
 from loraedit.errors import ClipError
+from loraedit.pretrained import load_pretrained
 
 TASK = "<DETAILED_CAPTION>"
 STRIP_PREFIX = "The image shows "
@@ -88,16 +89,9 @@ def load_florence2(
 ) -> tuple[Florence2ForConditionalGeneration, Florence2Processor]:
     """Load a native Florence-2 checkpoint (local folder or hub id), in eval mode."""
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
-    try:
-        model = Florence2ForConditionalGeneration.from_pretrained(str(model_id_or_path), dtype=dtype)
-        processor = Florence2Processor.from_pretrained(str(model_id_or_path))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RuntimeError(
-            f"cannot load Florence-2 from {str(model_id_or_path)!r} ({exc}); it must be a native "
-            f"transformers checkpoint such as {DEFAULT_MODEL!r}, not a trust_remote_code one"
-        ) from exc
-    return model.to(device).eval(), processor
+    hint = f"it must be a native transformers checkpoint such as {DEFAULT_MODEL!r}, not a trust_remote_code one"
+    return load_pretrained(Florence2ForConditionalGeneration, Florence2Processor, model_id_or_path, device,
+                           resolve_dtype(dtype, device), "Florence-2", hint)
 
 
 def _tiny_tokenizer() -> BartTokenizer:
@@ -271,10 +265,13 @@ def caption_clip(
 ) -> dict:
     """Prompts of one clip (the content of ``caption.json``).
 
-    The sheet wins: ``sheet_prompt`` (the edited content) gives the inference
-    and extra prompts, ``sheet_source_prompt`` (else ``sheet_prompt``) the
-    training prompt. Anything missing is captioned with Florence-2; the model
-    is loaded only then (``models`` = an already loaded pair to reuse).
+    As the paper and the official code: the LoRA is trained on p* + the
+    caption of the *source* frame 1, and the edited frame's caption (or the
+    user's text) is used only at inference. So ``sheet_prompt`` (the edited
+    content) gives the inference and extra prompts and ``sheet_source_prompt``
+    the training prompt; neither stands in for the other. Anything missing is
+    captioned with Florence-2; the model is loaded only then (``models`` = an
+    already loaded pair to reuse).
     Extra prompt keys are frame indices (ints; JSON turns them into strings).
     """
     cfg = dict(cfg or {})
@@ -286,8 +283,7 @@ def caption_clip(
     num_beams = int(cfg.get("num_beams", 3))
     max_new_tokens = int(cfg.get("tiny_max_new_tokens", 16) if tiny else cfg.get("max_new_tokens", 1024))
 
-    sheet_prompt, sheet_source_prompt = _given(sheet_prompt), _given(sheet_source_prompt)
-    train_given = sheet_source_prompt or sheet_prompt
+    sheet_prompt, train_given = _given(sheet_prompt), _given(sheet_source_prompt)
 
     # Which images still need a caption: training frame, edited frame, extras.
     edited_dir = prepared_dir / "edited"

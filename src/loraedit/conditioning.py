@@ -128,10 +128,37 @@ def encode_prompts(pipe: WanImageToVideoPipeline, prompt: str, negative_prompt: 
     )
 
 
+IMAGE_PREPROCESS = ("resize", "center_crop")
+
+
+def resize_for_image_encoder(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The whole frame squeezed to the encoder's (height, width), as the original Wan code and the
+    official LoRA-Edit inference do (bicubic, align_corners=False). uint8 (H, W, 3) -> float (h, w, 3) in [0, 1]."""
+    x = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W)
+    x = F.interpolate(x, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+    return x[0].permute(1, 2, 0).numpy()
+
+
 @torch.no_grad()
-def encode_image(pipe: WanImageToVideoPipeline, image: np.ndarray, device: torch.device | None = None):
-    """CLIP vision hidden_states[-2] of one frame (1, N, D_img), or None for backends without CLIP."""
+def encode_image(pipe: WanImageToVideoPipeline, image: np.ndarray, device: torch.device | None = None,
+                 preprocess: str = "resize"):
+    """CLIP vision hidden_states[-2] of one frame (1, N, D_img), or None for backends without CLIP.
+
+    preprocess "resize" (official, default): the whole frame resized to the encoder's input size, so
+    the sides of an 832x480 frame are seen; "center_crop": the stock diffusers pipeline
+    (`CLIPImageProcessor`: short side to the input size, then a centre crop).
+    """
     if pipe.image_encoder is None:
         return None
+    if preprocess not in IMAGE_PREPROCESS:
+        raise ValueError(f"image_preprocess: unknown {preprocess!r} (choose {'|'.join(IMAGE_PREPROCESS)})")
     device = device or next(pipe.image_encoder.parameters()).device
-    return pipe.encode_image(Image.fromarray(image), device=device)
+    if preprocess == "center_crop":
+        return pipe.encode_image(Image.fromarray(image), device=device)
+    processor = pipe.image_processor
+    resized = resize_for_image_encoder(image, (processor.crop_size["height"], processor.crop_size["width"]))
+    # Only the normalisation is left to the processor (no second resize, crop or rescale).
+    inputs = processor(images=resized, do_resize=False, do_center_crop=False, do_rescale=False, return_tensors="pt")
+    encoder_device = next(pipe.image_encoder.parameters()).device
+    hidden = pipe.image_encoder(**inputs.to(encoder_device), output_hidden_states=True).hidden_states
+    return hidden[-2].to(device)

@@ -104,13 +104,50 @@ def render_clip(spec: ClipSpec, num_frames: int, rng: np.random.Generator):
         shift = np.float32([[1, 0, margin + pan[0] * t], [0, 1, margin + pan[1] * t]])
         frame_bg = cv2.warpAffine(bg, shift, (w, h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR)
         alpha = _shape_alpha(spec.shape, w, h, cx, cy, r)[..., None]
-        shade = cv2.remap(tex, xx - cx + side / 2, yy - cy + side / 2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)[..., None]
+        # Both maps float32: cy is a numpy float64, and cv2.remap misreads a float64 map2 (NaN pixels).
+        map_x, map_y = (xx - cx + side / 2).astype(np.float32), (yy - cy + side / 2).astype(np.float32)
+        shade = cv2.remap(tex, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)[..., None]
         noise = rng.normal(0, 2.0, (h, w, 3)).astype(np.float32)  # same sensor noise in source and gt
         for color, out in ((spec.color, video), (spec.edit_color, gt)):
             img = frame_bg * (1 - alpha) + np.float32(color) * shade * alpha + noise
             out.append(np.clip(img, 0, 255).round().astype(np.uint8))
         keep.append((alpha[..., 0] <= 0).astype(np.uint8))  # any coverage counts as the shape
     return np.stack(video), np.stack(gt), np.stack(keep)
+
+
+def write_clip(root: Path, clip_id: str, video: np.ndarray, gt: np.ndarray, keep: np.ndarray,
+               extra: dict[int, np.ndarray], as_folder: bool, give_mask: bool, prompt: str, source_prompt: str,
+               gt_as_folder: bool = False) -> dict:
+    """Write one clip's files under ``root/clip_id`` and return its sample-sheet row (paths relative to root).
+
+    video, gt uint8 (T, H, W, 3); keep uint8 (T, H, W) 1 = keep; extra {t: edited frame t} (stage-2 edits).
+    """
+    d = root / clip_id
+    d.mkdir()
+    if as_folder:
+        write_frames(d / "frames", video)
+        video_rel = f"{clip_id}/frames"
+    else:
+        write_mp4(d / "video.mp4", video, FPS, crf=10)
+        video_rel = f"{clip_id}/video.mp4"
+    write_png(d / "edited_first_frame.png", gt[0])
+    write_mask_frames(d / "mask", keep)
+    if gt_as_folder:
+        write_frames(d / "gt", gt)
+    else:
+        write_mp4(d / "gt.mp4", gt, FPS, crf=10)
+    for t, frame in sorted(extra.items()):
+        write_png(d / f"edited_{t:05d}.png", frame)
+    return {
+        "clip_id": clip_id,
+        "video": video_rel,
+        "edited_first_frame": f"{clip_id}/edited_first_frame.png",
+        "mask": f"{clip_id}/mask" if give_mask else "",
+        "prompt": prompt,
+        "source_prompt": source_prompt,
+        "extra_edits": ";".join(f"{t}:{clip_id}/edited_{t:05d}.png" for t in sorted(extra)),
+        "gt_video": f"{clip_id}/gt" if gt_as_folder else f"{clip_id}/gt.mp4",
+    }
 
 
 def make_demo_dataset(out_dir: str | os.PathLike, num_clips: int = 3, num_frames: int = 17, seed: int = 0) -> Path:
@@ -123,35 +160,13 @@ def make_demo_dataset(out_dir: str | os.PathLike, num_clips: int = 3, num_frames
             clip_id = f"demo{i}-{spec.shape}"
             rng = np.random.default_rng([seed, i])
             video, gt, keep = render_clip(spec, num_frames, rng)
-            d = Path(tmp) / clip_id
-            d.mkdir()
-            if spec.as_folder:
-                write_frames(d / "frames", video)
-                video_rel = f"{clip_id}/frames"
-            else:
-                write_mp4(d / "video.mp4", video, FPS, crf=10)
-                video_rel = f"{clip_id}/video.mp4"
-            write_png(d / "edited_first_frame.png", gt[0])
-            write_mask_frames(d / "mask", keep)
-            write_mp4(d / "gt.mp4", gt, FPS, crf=10)
-            extra = ""
-            if spec.extra_edit:
-                f = num_frames // 2
-                write_png(d / f"edited_{f:05d}.png", gt[f])
-                extra = f"{f}:{clip_id}/edited_{f:05d}.png"
+            extra = {num_frames // 2: gt[num_frames // 2]} if spec.extra_edit else {}
             scene = "moving over a textured background"
-            rows.append(
-                {
-                    "clip_id": clip_id,
-                    "video": video_rel,
-                    "edited_first_frame": f"{clip_id}/edited_first_frame.png",
-                    "mask": f"{clip_id}/mask" if spec.give_mask else "",
-                    "prompt": f"p3rs0n, a {spec.edit_color_name} {spec.shape} {scene}",
-                    "source_prompt": f"a {spec.color_name} {spec.shape} {scene}",
-                    "extra_edits": extra,
-                    "gt_video": f"{clip_id}/gt.mp4",
-                }
-            )
+            rows.append(write_clip(
+                Path(tmp), clip_id, video, gt, keep, extra, as_folder=spec.as_folder, give_mask=spec.give_mask,
+                prompt=f"p3rs0n, a {spec.edit_color_name} {spec.shape} {scene}",
+                source_prompt=f"a {spec.color_name} {spec.shape} {scene}",
+            ))
         write_text(Path(tmp) / "samples.tsv", pd.DataFrame(rows).to_csv(sep="\t", index=False))
     return out_dir / "samples.tsv"
 

@@ -24,6 +24,24 @@ WAN_NEGATIVE_PROMPT = (
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
     "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
+# The official LoRA-Edit inference's English rendering of it (`inference.py` of the official code).
+OFFICIAL_NEGATIVE_PROMPT = (
+    "Overexposure, static, blurred details, subtitles, paintings, pictures, still, overall gray, worst quality, "
+    "low quality, JPEG compression residue, ugly, mutilated, redundant fingers, poorly painted hands, poorly "
+    "painted faces, deformed, disfigured, deformed limbs, fused fingers, cluttered background, three legs, a lot "
+    "of people in the background, upside down"
+)
+# infer.negative_prompt: one of these names, or any other text used as given.
+NEGATIVE_PROMPTS = {"wan": WAN_NEGATIVE_PROMPT, "official": OFFICIAL_NEGATIVE_PROMPT}
+SCHEDULES = ("official", "diffusers")
+
+
+def official_sigmas(num_steps: int, shift: float) -> np.ndarray:
+    """The official code's sampler (DiffSynth `FlowMatchScheduler(shift, sigma_min=0, extra_one_step=True)`):
+    sigma_i = shift s / (1 + (shift - 1) s) for s = linspace(1, 0, N + 1)[:-1]; the last step goes to 0.
+    Shift 5, 30 steps ends ..., 0.357, 0.263, 0.147 -> 0 (diffusers' Euler: ..., 0.284, 0.170, 0.024 -> 0).
+    Returns the N unshifted s (diffusers' Euler applies the same shift to custom sigmas)."""
+    return np.linspace(1.0, 0.0, num_steps + 1)[:-1].astype(np.float32)
 
 
 @dataclasses.dataclass
@@ -33,16 +51,32 @@ class InferSettings:
     guidance_scale_2: float | None = None  # Wan2.2 low-noise expert; defaults to guidance_scale
     shift: float = 5.0
     scheduler: str = "euler"
+    schedule: str = "official"  # official (DiffSynth sigmas, the paper's numbers) | diffusers (stock Euler)
     seed: int = 0
     negative_prompt: str = WAN_NEGATIVE_PROMPT
     mask_downsample: str = "nearest"
     tiled_decode: bool = False
+    image_preprocess: str = "resize"  # CLIP input: "resize" (official, whole frame) | "center_crop" (stock)
 
     @classmethod
     def from_config(cls, cfg: dict) -> "InferSettings":
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in (cfg or {}).items() if k in names and v is not None}
+        if "negative_prompt" in values:
+            values["negative_prompt"] = NEGATIVE_PROMPTS.get(values["negative_prompt"], values["negative_prompt"])
         return cls(**values)
+
+
+def set_schedule(scheduler, settings: InferSettings, device: torch.device) -> None:
+    if settings.schedule not in SCHEDULES:
+        raise ValueError(f"infer.schedule: unknown {settings.schedule!r} (choose {'|'.join(SCHEDULES)})")
+    if settings.schedule == "diffusers":
+        scheduler.set_timesteps(settings.num_steps, device=device)
+    elif settings.scheduler != "euler":
+        raise ValueError(f"infer.schedule: official is the Euler sampler's schedule; infer.scheduler is "
+                         f"{settings.scheduler!r} (use euler, or schedule: diffusers)")
+    else:
+        scheduler.set_timesteps(sigmas=official_sigmas(settings.num_steps, settings.shift).tolist(), device=device)
 
 
 @torch.no_grad()
@@ -51,7 +85,7 @@ def denoise(models: WanModels, condition: torch.Tensor, prompt_embeds: torch.Ten
             settings: InferSettings, device: torch.device, progress: bool = True) -> torch.Tensor:
     """Flow-matching sampling. condition (1, 20, T_lat, h, w) -> latents (1, 16, T_lat, h, w) float32."""
     scheduler = make_scheduler(settings.scheduler, settings.shift)
-    scheduler.set_timesteps(settings.num_steps, device=device)
+    set_schedule(scheduler, settings, device)
     transformer_dtype = models.transformers[0].dtype
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     shape = (1, 16) + tuple(condition.shape[2:])
@@ -100,12 +134,16 @@ def inference_condition(frames: np.ndarray, edited_first: np.ndarray, keep: np.n
 def edit_video(models: WanModels, frames: np.ndarray, edited_first: np.ndarray, keep: np.ndarray,
                prompt: str, settings: InferSettings, device: torch.device, progress: bool = True) -> np.ndarray:
     """Edit a clip: uint8 (T, H, W, 3) + edited frame 1 + keep mask (T, H, W) -> uint8 (T, H, W, 3)."""
+    if models.spec.family == "hunyuan":  # HunyuanVideo-I2V: its own 33-channel loop
+        from .inference_hunyuan import edit_video as edit_hunyuan
+
+        return edit_hunyuan(models, frames, edited_first, keep, prompt, settings, device, progress)
     enc = models.encoders
     video, keep_t = inference_condition(frames, edited_first, keep)
     condition = cond.build_condition(enc.vae, video, keep_t, settings.mask_downsample)
     prompt_embeds, negative_embeds = cond.encode_prompts(
         enc, prompt, settings.negative_prompt if settings.guidance_scale > 1.0 else None, device=device)
-    image_embeds = cond.encode_image(enc, edited_first, device=device)
+    image_embeds = cond.encode_image(enc, edited_first, device, settings.image_preprocess)
     latents = denoise(models, condition, prompt_embeds, negative_embeds, image_embeds, settings, device, progress)
     if settings.tiled_decode:
         enc.vae.enable_tiling()

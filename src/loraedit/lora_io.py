@@ -1,5 +1,8 @@
 """LoRA files: diffusers format (stock `load_lora_weights`) and the original Wan key names.
 
+HunyuanVideo-I2V LoRAs are written in the diffusers format only (`transformer.transformer_blocks.N.attn.to_q...`,
+loadable with `HunyuanVideoImageToVideoPipeline.load_lora_weights`).
+
 diffusers: `transformer.blocks.N.attn1.to_q.lora_A.weight` ... with the LoraConfig (rank, alpha)
 in the safetensors metadata, so alpha survives a round trip.
 Wan (ComfyUI / DiffSynth / diffusion-pipe): `diffusion_model.blocks.N.self_attn.q.lora_A.weight`
@@ -13,7 +16,7 @@ import re
 from pathlib import Path
 
 import torch
-from diffusers import WanImageToVideoPipeline
+from diffusers import HunyuanVideoImageToVideoPipeline, WanImageToVideoPipeline
 from peft import LoraConfig
 from safetensors.torch import save_file
 
@@ -56,8 +59,10 @@ def to_wan_keys(state: dict[str, torch.Tensor], alpha: float) -> dict[str, torch
     return out
 
 
-def save_lora(out_dir: str | os.PathLike, states: list[dict[str, torch.Tensor]], config: LoraConfig) -> list[Path]:
-    """Write every expert's LoRA in both formats into `out_dir`; returns the files written."""
+def save_lora(out_dir: str | os.PathLike, states: list[dict[str, torch.Tensor]], config: LoraConfig,
+              family: str = "wan") -> list[Path]:
+    """Write every expert's LoRA in both formats into `out_dir` (family "hunyuan": diffusers only); returns the files."""
+    pipeline_cls = HunyuanVideoImageToVideoPipeline if family == "hunyuan" else WanImageToVideoPipeline
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metadata = config.to_dict()
@@ -67,14 +72,17 @@ def save_lora(out_dir: str | os.PathLike, states: list[dict[str, torch.Tensor]],
         state = {k: v.to(torch.float32).contiguous() for k, v in state.items()}
         name = expert_weight_name(i, DIFFUSERS_WEIGHT_NAME)
         with atomic_path(out_dir / name) as tmp:
-            WanImageToVideoPipeline.save_lora_weights(
+            pipeline_cls.save_lora_weights(
                 tmp.parent, transformer_lora_layers=state, weight_name=tmp.name,
                 transformer_lora_adapter_metadata=metadata,
             )
+        written.append(out_dir / name)
+        if family == "hunyuan":
+            continue
         wan_name = expert_weight_name(i, WAN_WEIGHT_NAME)
         with atomic_path(out_dir / wan_name) as tmp:
             save_file(to_wan_keys(state, config.lora_alpha), str(tmp), metadata={"format": "pt"})
-        written += [out_dir / name, out_dir / wan_name]
+        written.append(out_dir / wan_name)
     return written
 
 

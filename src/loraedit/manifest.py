@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import math
 import os
 import platform
@@ -119,6 +120,20 @@ def read_benchmarks(benchmark_files: list[str | os.PathLike]) -> tuple[list[dict
     return jobs, rules
 
 
+def read_mask_sources(mask_dirs: list[str | os.PathLike]) -> dict[str, dict]:
+    """Per clip, from ``<clip>/masks/source.json``: the mask source used, its model, the edited
+    share of frames 2..T and any warning (an empty or all-keeping mask). Clips without the file
+    (masks from before it existed) are left out."""
+    out = {}
+    for d in mask_dirs:
+        f = Path(d) / "source.json"
+        if f.is_file():
+            info = json.loads(f.read_text())
+            keys = ("source", "requested", "shape", "model", "text", "objects", "mask_frame", "edit_fraction", "warnings")
+            out[info.get("clip_id") or Path(d).parent.name] = {k: info[k] for k in keys if k in info}
+    return out
+
+
 def _gpus() -> list[str]:
     try:
         import torch
@@ -135,8 +150,9 @@ def write_manifest(
     input_files: list[str | os.PathLike],
     benchmark_files: list[str | os.PathLike],
     seed,
+    mask_sources: dict[str, dict] | None = None,
 ) -> None:
-    """Write the run manifest JSON to ``out_path`` (atomically)."""
+    """Write the run manifest JSON to ``out_path`` (atomically); ``mask_sources``: :func:`read_mask_sources`."""
     jobs, rules = read_benchmarks(benchmark_files)
     manifest = {
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -152,6 +168,7 @@ def write_manifest(
             {"path": str(p), "sha256": sha256(p), "bytes": Path(p).stat().st_size if Path(p).is_file() else None}
             for p in input_files
         ],
+        "mask_sources": mask_sources or {},
         "rules": rules,
         "jobs": jobs,
     }

@@ -12,7 +12,9 @@ region into what training and inference use. Sources live in the registry
 
 Built in: ``file`` (a mask given in the sample sheet) and ``flow`` (where the
 edited first frame differs from frame 0, carried through the clip with dense
-optical flow). ``auto`` = ``file`` when the sheet gives a mask, else ``flow``.
+optical flow); ``sam2`` (sheet clicks / boxes) and ``sam3`` (a sheet phrase) live in
+:mod:`loraedit.sam_masks`. ``auto`` = the row's SAM inputs, else its mask file, else
+``flow``. The source used and any warning are written to ``masks/source.json``.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_json
 from .errors import ClipError
 from .prepare import resize_center_crop
 from .video_io import read_frames, read_image, read_mask, write_mp4, write_png_sequence
@@ -42,7 +44,12 @@ DEFAULTS = {
     "flow_threshold": 30.0,  # RGB distance that counts as "edited"
     "dilate": 0,  # px, exact shape only
     "flow_snap": True,  # flow source: snap warped masks to the region's colour boundary
+    "flow_max_area_change": 1.3,  # flow source: refuse a snap that makes the region this much larger/smaller than frame 1's
     "aspect_tolerance": 0.05,  # a given mask may differ this much in aspect from the video
+    "sam2_model": "tiny",  # tiny | local folder | hub id (facebook/sam2.1-hiera-large)
+    "sam3_model": "tiny",  # tiny | local folder | hub id (facebook/sam3)
+    "device": "auto",
+    "dtype": "auto",  # auto = bf16 on GPU, fp32 on CPU
 }
 
 
@@ -63,6 +70,8 @@ class MaskInputs:
     meta: dict  # prepared/meta.json
     cfg: dict  # masks config section (defaults filled)
     mask_path: Path | None = None  # the sheet's mask column
+    row: dict | None = None  # the sheet row (SAM sources read mask_points, mask_box, mask_prompt, mask_frame)
+    info: dict = field(default_factory=dict)  # what the source reports; goes to masks/source.json
 
 
 MaskSource = Callable[[MaskInputs], np.ndarray]
@@ -148,7 +157,8 @@ def _separating_axis(frame0: np.ndarray, region0: np.ndarray, ring: np.ndarray):
     return w.astype(np.float32), float(0.5 * (inside @ w).mean() + 0.5 * (outside @ w).mean())
 
 
-def propagate_region(frames: np.ndarray, region0: np.ndarray, snap: bool = True) -> np.ndarray:
+def propagate_region(frames: np.ndarray, region0: np.ndarray, snap: bool = True,
+                     max_area_change: float = 1.3) -> np.ndarray:
     """Carry ``bool (H, W)`` frame-0 region through ``uint8 (T, H, W, 3)`` frames -> ``bool (T, H, W)``.
 
     * Backward flow (frame t -> t-1) says where each pixel of frame t came from,
@@ -160,6 +170,10 @@ def propagate_region(frames: np.ndarray, region0: np.ndarray, snap: bool = True)
     * ``snap``: if that colour axis classifies frame 0 well (> 90 % right near the
       region), each warped mask is snapped to the colour boundary within a narrow
       band around it. This stops flow errors from accumulating into drift.
+    * A snapped region whose area left ``[area0 / max_area_change, area0 * max_area_change]``
+      (``area0``: frame 0's region) is refused, and the warped mask kept for that frame: over
+      long clips, snapping can otherwise leak step by step into similar background colours
+      (benchmarks/mask_iou.py, 49 frames: worst frame IoU 0.52 -> 0.74).
     """
     t_len, h, w = frames.shape[:3]
     band = max(2, min(h, w) // 16)
@@ -194,7 +208,7 @@ def propagate_region(frames: np.ndarray, region0: np.ndarray, snap: bool = True)
         warped = cv2.remap(prev, grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE) > 0.5
         if is_fg is not None and warped.any():
-            warped = _snap(warped, is_fg[t], band)
+            warped = _snap(warped, is_fg[t], band, region0.sum(), max_area_change)
         out.append(_drop_specks(warped))
     return np.stack(out)
 
@@ -209,15 +223,16 @@ def _drop_specks(region: np.ndarray, fraction: float = 0.1) -> np.ndarray:
     return np.isin(labels, keep)
 
 
-def _snap(warped: np.ndarray, fg: np.ndarray, band: int) -> np.ndarray:
+def _snap(warped: np.ndarray, fg: np.ndarray, band: int, area0: int, max_change: float) -> np.ndarray:
     """Colour pixels near ``warped`` whose components touch it; ``warped`` itself if that looks wrong."""
     near = warped | _ring(warped, band)
     snapped = cv2.morphologyEx((fg & near).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     _, labels = cv2.connectedComponents(snapped, connectivity=8)
     touching = np.unique(labels[warped & (labels > 0)])
     snapped = np.isin(labels, touching[touching > 0])
-    ratio = snapped.sum() / warped.sum()
-    return snapped if 0.5 < ratio < 2.0 else warped  # a big change in area means the colours lie
+    ratio, drift = snapped.sum() / warped.sum(), snapped.sum() / max(area0, 1)
+    # a big change in area, from the last frame or from frame 0, means the colours lie
+    return snapped if 0.5 < ratio < 2.0 and 1 / max_change < drift < max_change else warped
 
 
 @register_mask_source("flow")
@@ -229,7 +244,8 @@ def flow_mask(inputs: MaskInputs) -> np.ndarray:
             "%s: edited first frame differs from frame 0 nowhere (masks.flow_threshold=%s); nothing to edit",
             inputs.clip_id, inputs.cfg["flow_threshold"],
         )
-    regions = propagate_region(inputs.frames, region0, snap=bool(inputs.cfg["flow_snap"]))
+    regions = propagate_region(inputs.frames, region0, snap=bool(inputs.cfg["flow_snap"]),
+                               max_area_change=float(inputs.cfg["flow_max_area_change"]))
     return (~regions).astype(np.uint8)
 
 
@@ -239,19 +255,21 @@ def flow_mask(inputs: MaskInputs) -> np.ndarray:
 def box_shape(edit: np.ndarray, grow: float = 0.1, min_area: int = 50) -> np.ndarray:
     """``bool (T, H, W)`` edit regions -> each component's bounding box, grown by ``grow`` (half per side).
 
-    Like the official LoRA-Edit ``create_bbox_mask``: boxes whose area is below
-    ``min_area`` px are ignored.
+    As the official LoRA-Edit ``create_bbox_mask`` (``predata_app.py``), to the pixel: one
+    box per outer contour, boxes of area below ``min_area`` px ignored, ``int(w * grow)`` added
+    to the width with half (rounded down) on the left; a box clipped at the left/top border
+    keeps its full grown size towards the right/bottom.
     """
     out = np.zeros_like(edit, dtype=bool)
     h, w = edit.shape[1:]
     for t, frame in enumerate(edit):
-        _, _, stats, _ = cv2.connectedComponentsWithStats(frame.astype(np.uint8), connectivity=8)
-        for x, y, bw, bh, _ in stats[1:]:  # row 0 is the background
+        contours, _ = cv2.findContours(frame.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        for x, y, bw, bh in map(cv2.boundingRect, contours):
             if bw * bh < min_area:
                 continue
             gx, gy = int(bw * grow), int(bh * grow)
             x0, y0 = max(0, x - gx // 2), max(0, y - gy // 2)
-            x1, y1 = min(w, x + bw + gx - gx // 2), min(h, y + bh + gy - gy // 2)
+            x1, y1 = min(w, x0 + bw + gx), min(h, y0 + bh + gy)
             out[t, y0:y1, x0:x1] = True
     return out
 
@@ -278,15 +296,22 @@ def shape_mask(keep: np.ndarray, cfg: dict) -> np.ndarray:
     return out
 
 
-def _warn_degenerate(masks: np.ndarray, clip_id: str) -> None:
+def degenerate_warnings(masks: np.ndarray, clip_id: str) -> list[str]:
+    """Logged warnings for frames 2..T that keep everything or nothing (legal, but rarely meant)."""
     later = masks[1:].reshape(len(masks) - 1, -1)
     ones = [t + 1 for t, m in enumerate(later) if m.all()]
     zeros = [t + 1 for t, m in enumerate(later) if not m.any()]
     n = len(masks)
+    msgs = []
     if ones:
-        log.warning("%s: mask frames %s of %d are all ones (nothing to edit there)", clip_id, _frames(ones), n)
+        whole = "; the mask keeps the whole clip: nothing will be edited" if len(ones) == n - 1 else ""
+        msgs.append(f"mask frames {_frames(ones)} of {n} are all ones (nothing to edit there){whole}")
     if zeros:
-        log.warning("%s: mask frames %s of %d are all zeros (the whole frame is regenerated)", clip_id, _frames(zeros), n)
+        whole = "; every frame after the first is regenerated" if len(zeros) == n - 1 else ""
+        msgs.append(f"mask frames {_frames(zeros)} of {n} are all zeros (the whole frame is regenerated){whole}")
+    for msg in msgs:
+        log.warning("%s: %s", clip_id, msg)
+    return msgs
 
 
 def _frames(ts: list[int]) -> str:
@@ -296,13 +321,29 @@ def _frames(ts: list[int]) -> str:
 # ----------------------------------------------------------------------------- stage
 
 
-def compute_masks(
+def choose_source(requested: str, row: dict | None, given_mask_path, clip_id: str | None = None) -> str:
+    """``auto`` -> ``sam2``/``sam3`` when the row has SAM inputs, else ``file`` with a mask, else ``flow``."""
+    if requested != "auto":
+        return requested
+    from .mask_prompts import parse_row
+
+    try:
+        prompt = parse_row(row or {})
+    except ValueError as e:
+        raise ClipError(clip_id, "sample sheet", str(e)) from None
+    if prompt is not None:
+        return prompt.model
+    return "file" if given_mask_path else "flow"
+
+
+def compute_masks_info(
     prepared_dir: str | os.PathLike,
     cfg: dict | None,
     given_mask_path: str | os.PathLike | None = None,
     clip_id: str | None = None,
-) -> np.ndarray:
-    """``uint8 (T, H, W)`` keep masks for a prepared clip (see module doc). ``cfg``: the ``masks`` section."""
+    row: dict | None = None,
+) -> tuple[np.ndarray, dict]:
+    """``(uint8 (T, H, W) keep masks, info)`` for a prepared clip; ``info`` is what source.json records."""
     cfg = masks_config(cfg)
     prepared = Path(prepared_dir)
     meta_path = prepared / "meta.json"
@@ -313,19 +354,33 @@ def compute_masks(
     frames = read_frames(prepared / "frames", clip_id)
     edited = read_image(prepared / "edited" / "00000.png", clip_id)
 
-    source = cfg["source"]
-    if source == "auto":
-        source = "file" if given_mask_path else "flow"
+    source = choose_source(cfg["source"], row, given_mask_path, clip_id)
+    if source not in MASK_SOURCES:
+        from . import sam_masks  # noqa: F401  registers sam2 and sam3 (imports torch + transformers)
     if source not in MASK_SOURCES:
         raise ValueError(f"masks.source = {source!r}; choose auto or one of {', '.join(sorted(MASK_SOURCES))}")
-    inputs = MaskInputs(clip_id, frames, edited, meta, cfg, None if given_mask_path is None else Path(given_mask_path))
+    inputs = MaskInputs(clip_id, frames, edited, meta, cfg, None if given_mask_path is None else Path(given_mask_path),
+                        row=row)
     keep = np.asarray(MASK_SOURCES[source](inputs))
     if keep.shape != frames.shape[:3]:
         raise ClipError(clip_id, given_mask_path, f"mask source {source!r} returned {keep.shape}, expected {frames.shape[:3]}")
 
     masks = shape_mask(keep, cfg)
-    _warn_degenerate(masks, clip_id)
-    return masks
+    info = {"clip_id": clip_id, "source": source, "requested": cfg["source"], "shape": cfg["shape"], **inputs.info}
+    info["edit_fraction"] = round(float(1.0 - masks[1:].mean()), 4)  # of frames 2..T
+    info["warnings"] = info.get("warnings", []) + degenerate_warnings(masks, clip_id)
+    return masks, info
+
+
+def compute_masks(
+    prepared_dir: str | os.PathLike,
+    cfg: dict | None,
+    given_mask_path: str | os.PathLike | None = None,
+    clip_id: str | None = None,
+    row: dict | None = None,
+) -> np.ndarray:
+    """``uint8 (T, H, W)`` keep masks for a prepared clip (see module doc). ``cfg``: the ``masks`` section."""
+    return compute_masks_info(prepared_dir, cfg, given_mask_path, clip_id, row)[0]
 
 
 def overlay(frames: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -336,11 +391,15 @@ def overlay(frames: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.nda
     return out.round().astype(np.uint8)
 
 
-def write_masks(out_dir: str | os.PathLike, masks: np.ndarray, frames: np.ndarray, fps: float = 8.0) -> None:
-    """``out_dir/00000.png ...`` (255 = keep) and ``out_dir/overlay.mp4``, as one atomic folder."""
+def write_masks(out_dir: str | os.PathLike, masks: np.ndarray, frames: np.ndarray, fps: float = 8.0,
+                info: dict | None = None) -> None:
+    """``out_dir/00000.png ...`` (255 = keep), ``out_dir/overlay.mp4`` and, given ``info``,
+    ``out_dir/source.json``, as one atomic folder."""
     with atomic_path(out_dir, is_dir=True) as tmp:
         write_png_sequence(tmp, (masks > 0).astype(np.uint8) * 255)
         write_mp4(Path(tmp) / "overlay.mp4", overlay(frames, masks), fps)
+        if info is not None:
+            write_json(Path(tmp) / "source.json", info)
 
 
 def make_masks(
@@ -349,10 +408,18 @@ def make_masks(
     cfg: dict | None,
     given_mask_path: str | os.PathLike | None = None,
     clip_id: str | None = None,
+    row: dict | None = None,
+    contact_sheet_png: str | os.PathLike | None = None,
 ) -> np.ndarray:
-    """The whole stage: :func:`compute_masks` then :func:`write_masks` (fps from meta.json)."""
-    masks = compute_masks(prepared_dir, cfg, given_mask_path, clip_id)
+    """The whole stage: :func:`compute_masks_info`, then :func:`write_masks` with ``source.json``
+    (fps from meta.json) and, when asked, the contact sheet (:mod:`loraedit.mask_check`)."""
+    from .mask_check import write_contact_sheet
+
+    masks, info = compute_masks_info(prepared_dir, cfg, given_mask_path, clip_id, row)
     prepared = Path(prepared_dir)
     fps = json.loads((prepared / "meta.json").read_text()).get("fps", 8.0)
-    write_masks(out_dir, masks, read_frames(prepared / "frames", clip_id), fps)
+    frames = read_frames(prepared / "frames", clip_id)
+    write_masks(out_dir, masks, frames, fps, info)
+    if contact_sheet_png is not None:
+        write_contact_sheet(contact_sheet_png, frames, masks, info)
     return masks

@@ -82,13 +82,19 @@ def resize_center_crop(frame: np.ndarray, width: int, height: int, interpolation
     h, w = frame.shape[:2]
     if (w, h) == (width, height):
         return frame.copy()
+    new_w, new_h, x0, y0 = cover_crop(w, h, width, height)
+    if interpolation is None:
+        interpolation = cv2.INTER_AREA if max(width / w, height / h) < 1 else cv2.INTER_CUBIC
+    resized = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
+    return np.ascontiguousarray(resized[y0 : y0 + height, x0 : x0 + width])
+
+
+def cover_crop(w: int, h: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """``(new_w, new_h, x0, y0)``: a ``w x h`` frame is scaled to ``new_w x new_h`` (covering
+    ``width x height``), then cropped at ``(x0, y0)``. Also maps sheet coordinates (mask_points)."""
     scale = max(width / w, height / h)
     new_w, new_h = max(width, math.ceil(w * scale - 1e-6)), max(height, math.ceil(h * scale - 1e-6))
-    if interpolation is None:
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    resized = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
-    x0, y0 = (new_w - width) // 2, (new_h - height) // 2
-    return np.ascontiguousarray(resized[y0 : y0 + height, x0 : x0 + width])
+    return new_w, new_h, (new_w - width) // 2, (new_h - height) // 2
 
 
 def resample_indices(n_src: int, n_target: int, pad: str = "error") -> np.ndarray:

@@ -27,10 +27,18 @@ Default figures (reference size; host RAM, not GPU memory):
     score       GPU  32 GB   30 min  CLIP + DeQA-Score (7B) on every frame
     prepare     CPU   4 GB   10 min  ffmpeg decode, resize, PNG frames
     masks       CPU   4 GB   15 min  dense optical flow over the clip
+    masks_sam   GPU  16 GB   15 min  the masks rule for a clip whose masks come from SAM2/SAM3
+                                     (sheet clicks, box or phrase). Estimate, not measured: weights
+                                     0.9 GB (SAM2.1-large) / 3.4 GB (SAM3) in fp32 on load, frames
+                                     kept on the host at 1024x1024 float32 (0.6 GB for 49 frames)
     aggregate   CPU   2 GB    5 min  tables, manifest
     demo_data   CPU   2 GB    5 min  procedural clips
     composite, side_by_side  CPU 4 GB 10 min;  bar_charts  CPU 2 GB 5 min
-``tiny`` (random tiny Wan of the same classes, CPU-sized): 1-2 GB, minutes.
+``hunyuanvideo-i2v`` (HunyuanVideo-I2V-33ch, bf16): the Wan figures. Its weights are of the same
+    size (13B transformer ~26 GB + Llava-Llama-3-8B text encoder ~16 GB, vs 14B ~28 GB + UMT5-XXL
+    ~11 GB), its per-token cost too; its 624x368 clips have 0.57x the reference pixels, which the
+    frames x pixels scaling applies.
+``tiny`` / ``tiny-wan2.2`` / ``tiny-hunyuan`` (random tiny builds of the same classes, CPU-sized): 1-2 GB, minutes.
     GPU rules still ask for a GPU so a demo run schedules like a real one; set
     ``resources.rules.<rule>.gpu: 0`` to keep tiny runs off GPU nodes.
 
@@ -54,7 +62,7 @@ import math
 # Reference video size the base figures are given for (frames x width x height).
 REFERENCE_FRAMES, REFERENCE_WIDTH, REFERENCE_HEIGHT = 49, 832, 480
 
-GPU_RULES = ("caption", "train_lora", "infer", "score")
+GPU_RULES = ("caption", "train_lora", "infer", "score", "masks_sam")
 CPU_RULES = ("prepare", "masks", "aggregate", "demo_data", "composite", "side_by_side", "bar_charts")
 
 # Keys of one rule's figures: gpu (count), mem_mb, runtime (minutes), threads, and the
@@ -66,6 +74,7 @@ _REAL = {
     "score": dict(gpu=1, mem_mb=32000, runtime=30, threads=4, mem_scale=0.2, runtime_scale=0.9),
     "prepare": dict(gpu=0, mem_mb=4000, runtime=10, threads=2, mem_scale=0.8, runtime_scale=0.9),
     "masks": dict(gpu=0, mem_mb=4000, runtime=15, threads=2, mem_scale=0.8, runtime_scale=0.9),
+    "masks_sam": dict(gpu=1, mem_mb=16000, runtime=15, threads=4, mem_scale=0.3, runtime_scale=0.8),
     "aggregate": dict(gpu=0, mem_mb=2000, runtime=5, threads=1, mem_scale=0.0, runtime_scale=0.0),
     "demo_data": dict(gpu=0, mem_mb=2000, runtime=5, threads=1, mem_scale=0.0, runtime_scale=0.0),
     "composite": dict(gpu=0, mem_mb=4000, runtime=10, threads=1, mem_scale=0.8, runtime_scale=0.9),
@@ -79,6 +88,7 @@ _TINY = {
     "score": dict(gpu=1, mem_mb=2000, runtime=10, threads=1, mem_scale=0.5, runtime_scale=0.9),
     "prepare": dict(gpu=0, mem_mb=1000, runtime=5, threads=1, mem_scale=0.8, runtime_scale=0.9),
     "masks": dict(gpu=0, mem_mb=1000, runtime=5, threads=1, mem_scale=0.8, runtime_scale=0.9),
+    "masks_sam": dict(gpu=1, mem_mb=2000, runtime=5, threads=1, mem_scale=0.5, runtime_scale=0.9),
     "aggregate": dict(gpu=0, mem_mb=1000, runtime=5, threads=1, mem_scale=0.0, runtime_scale=0.0),
     "demo_data": dict(gpu=0, mem_mb=1000, runtime=5, threads=1, mem_scale=0.0, runtime_scale=0.0),
     "composite": dict(gpu=0, mem_mb=1000, runtime=5, threads=1, mem_scale=0.8, runtime_scale=0.9),
@@ -96,6 +106,8 @@ DEFAULT_RESOURCES: dict[str, dict[str, dict]] = {
     # Same model at a larger size: the frames x pixels scaling covers 1280x720.
     "wan2.1-i2v-720p": _REAL,
     "wan2.2-i2v-a14b": _A14B,
+    "tiny-hunyuan": _TINY,
+    "hunyuanvideo-i2v": _REAL,  # see the module docstring: same weight sizes, video-size scaling
 }
 DEFAULT_BACKEND = "tiny"  # as models.wan.backend_spec
 DEFAULT_RETRIES = 1

@@ -17,12 +17,14 @@ import pandas as pd
 import yaml
 
 from .errors import SheetError
+from .mask_prompts import COLUMNS as MASK_COLUMNS
+from .mask_prompts import row_problems as mask_problems
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SCHEMA = REPO_ROOT / "config" / "samples.schema.yaml"
 
 REQUIRED = ("clip_id", "video", "edited_first_frame")
-OPTIONAL = ("mask", "prompt", "source_prompt", "extra_edits", "gt_video")
+OPTIONAL = ("mask", "prompt", "source_prompt", "edit_instruction", "extra_edits", "gt_video", *MASK_COLUMNS)
 PATH_COLUMNS = ("video", "edited_first_frame", "mask", "gt_video")
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -129,6 +131,7 @@ def load_samples(sheet_path: str | os.PathLike, schema_path: str | os.PathLike =
                 extra = parse_extra_edits(present["extra_edits"])
             except ValueError as e:
                 schema_errs["extra_edits"] = str(e)  # more specific than the schema's pattern message
+        schema_errs.update(mask_problems(present))  # SAM clicks / box / phrase / frame (mask_prompts.py)
         problems += [f"{where}: {col}: {msg}" for col, msg in schema_errs.items()]
 
         if cid != "?":

@@ -18,11 +18,13 @@ from safetensors.torch import load_file
 from . import inference as inf
 from . import lora_io
 from . import training as tr
+from .memory import apply as memory
 from .atomic import atomic_path
 from .conditioning import first_frame_keep_mask
 from .devices import resolve_device, resolve_dtype
 from .masks import overlay
 from .report_assets import side_by_side
+from .models import hunyuan
 from .models.wan import (
     WanModels, assemble_pipeline, backend_spec, load_encoders, load_transformers,
 )
@@ -54,12 +56,15 @@ def _release_memory() -> None:
 
 
 def prepare_for_training(transformer, settings: tr.TrainSettings, train_cfg: dict, device: torch.device,
-                         init_state: dict[str, torch.Tensor] | None = None) -> list[torch.nn.Parameter]:
+                         init_state: dict[str, torch.Tensor] | None = None,
+                         tokens: int | None = None) -> list[torch.nn.Parameter]:
     """Memory modes + LoRA, in the order they must go (shared by `run_train` and the GPU benchmark).
 
     1. fp8 weight storage (diffusers layerwise casting) on the frozen base Linear layers;
     2. the fresh LoRA (fp32 master weights), optionally initialised from a stage-1 LoRA;
-    3. group offloading last, so its hooks also cover the LoRA parameters.
+    3. group offloading last, so its hooks also cover the LoRA parameters; or else
+    4. the `train.memory` plan for `tokens` latent tokens (`memory.apply`: placement on the device,
+       weight streaming, activation offload, checkpointing, attention kernel, compile).
     """
     if train_cfg.get("fp8_weights"):
         transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
@@ -68,11 +73,15 @@ def prepare_for_training(transformer, settings: tr.TrainSettings, train_cfg: dic
         tr.load_lora_state(transformer, init_state)
     blocks = train_cfg.get("offload_blocks_per_group")
     if blocks and device.type == "cuda":
+        log.warning("train.offload_blocks_per_group: diffusers group offloading with streams reverts the LoRA "
+                    "to its initial values at every offload (tests/test_group_offload_lora.py); use train.memory: low")
         transformer.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
                                          offload_type="block_level", num_blocks_per_group=int(blocks),
                                          use_stream=bool(train_cfg.get("offload_use_stream", True)))
-    elif blocks:
-        log.warning("train.offload_blocks_per_group needs a CUDA device; training without offloading")
+    else:
+        if blocks:
+            log.warning("train.offload_blocks_per_group needs a CUDA device; training without offloading")
+        memory.setup_training(transformer, train_cfg, device, tokens)
     return params
 
 
@@ -80,6 +89,11 @@ def read_lora_state(lora_dir: str | os.PathLike, expert: int = 0) -> dict[str, t
     """A saved diffusers-format LoRA as peft state (the 'transformer.' prefix removed)."""
     path = Path(lora_dir) / lora_io.expert_weight_name(expert, lora_io.DIFFUSERS_WEIGHT_NAME)
     return {k.removeprefix("transformer."): v for k, v in load_file(str(path)).items()}
+
+
+def lora_targets(spec) -> str:
+    """Default LoRA target regex of a backend family (Wan blocks, or Hunyuan double/single-stream blocks)."""
+    return hunyuan.LORA_TARGET_REGEX if spec.family == "hunyuan" else tr.LORA_TARGET_REGEX
 
 
 def expert_t_ranges(models_spec) -> list[tuple[float, float]]:
@@ -94,9 +108,11 @@ def run_train(prepared_dir, masks_dir, caption_json, method: str, model_cfg: dic
               out_lora_dir, loss_csv, loss_png, work_dir, init_lora_dir=None, clip_id: str | None = None,
               progress: bool = True) -> list[dict]:
     """Stage `train_lora` for one clip and one variant (naive | mask | mask+ref)."""
-    settings = tr.TrainSettings.from_config(train_cfg)
-    device, dtype = _device_dtype(model_cfg)
     spec = backend_spec(model_cfg)
+    # The backend's LoRA targets unless train.target_modules says otherwise.
+    settings = tr.TrainSettings.from_config({**train_cfg, "target_modules": train_cfg.get("target_modules")
+                                             or lora_targets(spec)})
+    device, dtype = _device_dtype(model_cfg)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     cache = work_dir / "samples.pt"
@@ -119,18 +135,20 @@ def run_train(prepared_dir, masks_dir, caption_json, method: str, model_cfg: dic
         _release_memory()
 
     # 2. Train the LoRA on the transformer(s) alone.
-    offload = bool(train_cfg.get("offload_blocks_per_group")) and device.type == "cuda"
-    transformers = load_transformers(model_cfg, None if offload else device, dtype)  # offloaded: start on CPU
+    # On the CPU first: `prepare_for_training` places (or streams) one expert at a time.
+    transformers = load_transformers(model_cfg, None, dtype)
     histories, states = [], []
     for i, (transformer, t_range) in enumerate(zip(transformers, expert_t_ranges(spec))):
         init = read_lora_state(init_lora_dir, i) if init_lora_dir is not None else None
-        prepare_for_training(transformer, settings, train_cfg, device, init)
+        prepare_for_training(transformer, settings, train_cfg, device, init, tokens=memory.sample_tokens(samples))
         expert_dir = work_dir / f"expert{i}"
         history = tr.train(transformer, samples, settings, device, expert_dir, t_range=t_range, progress=progress)
         histories += [dict(h, expert=i) for h in history]
         states.append(tr.lora_state(transformer))
+        if i + 1 < len(transformers):
+            memory.park(transformer)  # Wan2.2: the idle expert waits on the CPU, not on the GPU
     with atomic_path(out_lora_dir, is_dir=True) as tmp:
-        lora_io.save_lora(tmp, states, tr.lora_config(settings))
+        lora_io.save_lora(tmp, states, tr.lora_config(settings), family=spec.family)
     tr.plot_loss(histories, loss_csv, loss_png)
     for i in range(len(transformers)):
         tr.finish(work_dir / f"expert{i}")
@@ -146,7 +164,8 @@ def load_models_for_inference(model_cfg: dict, lora_dir=None) -> tuple[WanModels
     if lora_dir is not None:
         pipe = assemble_pipeline(encoders, transformers, spec)
         lora_io.load_lora_into_pipeline(pipe, lora_dir, num_experts=len(transformers))
-        transformers = [pipe.transformer] + ([pipe.transformer_2] if pipe.transformer_2 is not None else [])
+        second = getattr(pipe, "transformer_2", None)  # Wan2.2's low-noise expert; HunyuanVideo has none
+        transformers = [pipe.transformer] + ([second] if second is not None else [])
     return WanModels(spec, encoders, transformers), device
 
 
@@ -157,6 +176,7 @@ def run_infer(prepared_dir, masks_dir, caption_json, method: str, model_cfg: dic
     meta, frames, keep, edited = read_prepared(prepared_dir, masks_dir, clip_id)
     captions = json.loads(Path(caption_json).read_text())
     models, device = load_models_for_inference(model_cfg, lora_dir)
+    memory.prepare_for_inference(models.transformers, infer_cfg, device)
     # The naive variant (Sec. 3.1) is the stock I2V mask at inference too.
     run_keep = first_frame_keep_mask(*keep.shape) if method == "naive" else keep
     output = inf.edit_video(models, frames, edited[0], run_keep, captions["infer_prompt"], settings, device, progress)

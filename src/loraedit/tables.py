@@ -174,17 +174,28 @@ def latex_escape(s: str) -> str:
     return s
 
 
-def to_markdown(long, means, methods, metrics, higher, n_clips) -> str:
+def clips_table(long: pd.DataFrame, edit_instructions: dict[str, str] | None) -> pd.DataFrame | None:
+    """``clip_id | edit instruction`` for the scored clips, or None when no clip has an instruction."""
+    given = {c: str(t) for c, t in (edit_instructions or {}).items() if isinstance(t, str) and t.strip()}
+    if not given:
+        return None
+    clips = list(dict.fromkeys(long["clip_id"]))
+    return pd.DataFrame({"Clip": clips, "Edit instruction": [given.get(c, "") for c in clips]})
+
+
+def to_markdown(long, means, methods, metrics, higher, n_clips, clips=None) -> str:
     lines = [f"# Metrics (mean over {n_clips} clip(s) per method)", ""]
     for title, df in _family_tables(long, means, methods, metrics, higher, lambda s: f"**{s}**", ("↑", "↓")):
         lines += [f"## {title}", "", df.to_markdown(index=False), ""]
     notes = _notes(long, metrics)
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    if clips is not None:
+        lines += ["## Clips", "", clips.to_markdown(index=False), ""]
     return "\n".join(lines)
 
 
-def to_html(long, means, methods, metrics, higher, n_clips) -> str:
+def to_html(long, means, methods, metrics, higher, n_clips, clips=None) -> str:
     """An HTML fragment (headings + tables), for the Snakemake report and :func:`report_assets.summary_html`."""
     parts = [f"<p>Mean over {n_clips} clip(s) per method; best in bold.</p>"]
     for title, df in _family_tables(
@@ -194,6 +205,8 @@ def to_html(long, means, methods, metrics, higher, n_clips) -> str:
     notes = _notes(long, metrics)
     if notes:
         parts += ["<h2>Notes</h2>", "<ul>", *[f"<li>{html.escape(n)}</li>" for n in notes], "</ul>"]
+    if clips is not None:
+        parts += ["<h2>Clips</h2>", clips.to_html(index=False, border=0)]  # escaped by pandas
     return "\n".join(parts) + "\n"
 
 
@@ -226,10 +239,18 @@ def to_latex(long, means, methods, metrics, higher, n_clips) -> str:
     return "\n".join(out) + "\n"
 
 
-def aggregate(score_files: list[str | os.PathLike], out_dir: str | os.PathLike, method_order=None) -> None:
-    """Write ``metrics.{csv,md,tex,html}`` and ``per_clip.csv`` into ``out_dir``."""
+def aggregate(score_files: list[str | os.PathLike], out_dir: str | os.PathLike, method_order=None,
+              edit_instructions: dict[str, str] | None = None) -> None:
+    """Write ``metrics.{csv,md,tex,html}`` and ``per_clip.csv`` into ``out_dir``.
+
+    ``edit_instructions`` (clip id -> the benchmark's edit text, informational only: it is never a
+    prompt) adds a column to ``per_clip.csv`` and a "Clips" table to the Markdown and HTML.
+    """
     out_dir = Path(out_dir)
     long = load_scores(score_files)
+    clips = clips_table(long, edit_instructions)
+    if clips is not None:
+        long.insert(1, "edit_instruction", long["clip_id"].map(dict(zip(clips["Clip"], clips["Edit instruction"]))))
     methods = _order(list(dict.fromkeys(long["method"])), method_order or KNOWN_METHODS)
     metrics = list(dict.fromkeys(long["metric"]))
     higher = long.drop_duplicates("metric").set_index("metric")["higher_is_better"].to_dict()
@@ -246,6 +267,6 @@ def aggregate(score_files: list[str | os.PathLike], out_dir: str | os.PathLike, 
         long.to_csv(tmp, index=False, na_rep=NA)
     with atomic_path(out_dir / "metrics.csv") as tmp:
         wide.to_csv(tmp, index=False, na_rep=NA, float_format="%.6g")
-    write_text(out_dir / "metrics.md", to_markdown(long, means, methods, metrics, higher, n_clips))
+    write_text(out_dir / "metrics.md", to_markdown(long, means, methods, metrics, higher, n_clips, clips))
     write_text(out_dir / "metrics.tex", to_latex(long, means, methods, metrics, higher, n_clips))
-    write_text(out_dir / "metrics.html", to_html(long, means, methods, metrics, higher, n_clips))
+    write_text(out_dir / "metrics.html", to_html(long, means, methods, metrics, higher, n_clips, clips))

@@ -21,8 +21,12 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from tqdm.auto import tqdm
 
+from diffusers import HunyuanVideoTransformer3DModel
+
 from . import conditioning as cond
+from . import conditioning_hunyuan as hy
 from .atomic import atomic_path
+from .models.hunyuan import HunyuanEncoders
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,23 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     low_cost: bool = False  # Sec. 4.5: overlapping windows
     window: int = 13
-    ref_weight: float = 9.0  # Sec. 3.3.2: total sampling weight of the extra edited frames (clip = 1)
+    # Sec. 4.5: None = `steps` shared by the windows (100 steps, 4 windows: ~25 updates each, the same
+    # compute as one 13-frame run); N = exactly N updates per window (N x windows steps in all).
+    steps_per_window: int | None = None
+    # Sec. 3.3.2 stage 2. "official": as the official code's dataset, each epoch visits the clip once
+    # and every extra edited frame `ref_repeats` times, for `ref_epochs` epochs (1 reference: 10 x
+    # (1 + 9) = 100 steps, ~90 updates per reference, whatever their number); `steps` is ignored.
+    # "shared": `steps` steps, the references sampled with total weight `ref_weight` (clip = 1), so
+    # N references get 1/N as many updates each.
+    ref_schedule: str = "official"
+    ref_epochs: int = 10
+    ref_repeats: int = 9
+    ref_weight: float = 9.0
+    # The CLIP image of a reference sample: "source" (official: the unedited frame t) or
+    # "edited_first" (the edited frame 1, the same image the clip gets at inference).
+    ref_clip_image: str = "source"
+    # CLIP image preprocessing: "resize" (official: whole frame to 224x224) | "center_crop" (stock diffusers)
+    image_preprocess: str = "resize"
 
     @classmethod
     def from_config(cls, cfg: dict) -> "TrainSettings":
@@ -92,17 +112,18 @@ def stage1_keep(variant: str, keep: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def _clip_sample(encoders, frames: np.ndarray, keep: np.ndarray, prompt_embeds, device, weight: float,
-                 name: str, mask_mode: str) -> dict:
+                 name: str, mask_mode: str, image_preprocess: str) -> dict:
     """One (window of a) clip: target = the input video, condition = it greyed by the mask."""
     video = cond.frames_to_video(frames)  # (1, 3, T, H, W)
     keep_t = torch.from_numpy(keep.astype(np.float32)).unsqueeze(0)  # (1, T, H, W)
     return {
         "name": name,
+        "kind": "clip",
         "weight": weight,
         "latents": cond.encode_video(encoders.vae, video).cpu(),  # (1, 16, T_lat, h, w)
         "condition": cond.build_condition(encoders.vae, video, keep_t, mask_mode).cpu(),  # (1, 20, T_lat, h, w)
         "prompt_embeds": prompt_embeds.cpu(),  # (1, 512, D)
-        "image_embeds": _cpu(cond.encode_image(encoders, frames[0], device)),  # (1, N, D_img)
+        "image_embeds": _cpu(cond.encode_image(encoders, frames[0], device, image_preprocess)),  # (1, N, D_img)
     }
 
 
@@ -122,6 +143,11 @@ def encode_samples(encoders, frames: np.ndarray, keep: np.ndarray, variant: str,
     if variant not in VARIANTS or variant == "none":
         raise ValueError(f"train: variant {variant!r} has no training samples (choose naive, mask, mask+ref)")
     keep = stage1_keep(variant, keep)
+    if isinstance(encoders, HunyuanEncoders):  # HunyuanVideo-I2V: text is encoded with each sample's image
+        from .training_hunyuan import encode_samples as encode_hunyuan
+
+        return encode_hunyuan(encoders, frames, keep, train_prompt, settings, device, variant == "mask+ref",
+                              extra_refs, edited_first, mask_mode)
     prompt_embeds, _ = cond.encode_prompts(encoders, train_prompt, None, device=device)
     samples = []
     if settings.low_cost:
@@ -130,9 +156,10 @@ def encode_samples(encoders, frames: np.ndarray, keep: np.ndarray, variant: str,
             win_keep = keep[s:s + settings.window].copy()
             win_keep[0] = 1  # each window is conditioned on its own first frame
             samples.append(_clip_sample(encoders, frames[s:s + settings.window], win_keep, prompt_embeds, device,
-                                        1.0 / len(starts), f"window{s}", mask_mode))
+                                        1.0 / len(starts), f"window{s}", mask_mode, settings.image_preprocess))
     else:
-        samples.append(_clip_sample(encoders, frames, keep, prompt_embeds, device, 1.0, "clip", mask_mode))
+        samples.append(_clip_sample(encoders, frames, keep, prompt_embeds, device, 1.0, "clip", mask_mode,
+                                    settings.image_preprocess))
     if variant == "mask+ref":
         samples += encode_reference_samples(encoders, frames, keep, extra_refs or {}, settings, device,
                                             edited_first, mask_mode)
@@ -147,24 +174,30 @@ def encode_reference_samples(encoders, frames: np.ndarray, keep: np.ndarray, ext
 
     target = the edited frame; condition = the unedited frame with the edit region greyed (its mask
     is NOT forced to 1: the edit region must be generated); prompt = caption of the edited frame;
-    image embedding = the edited first frame (the same reference the clip gets at inference).
+    image embedding = the unedited frame t (official, `predata_additional.py` puts it first in the
+    sample) or, with ref_clip_image "edited_first", the edited frame 1.
     """
     if not extra_refs:
         raise ValueError("mask+ref needs extra edited frames (sheet column extra_edits)")
+    if settings.ref_clip_image not in ("source", "edited_first"):
+        raise ValueError(f"train.ref_clip_image: unknown {settings.ref_clip_image!r} (source|edited_first)")
+    if settings.ref_clip_image == "edited_first" and edited_first is None:
+        raise ValueError("train.ref_clip_image: edited_first needs the edited first frame")
     samples = []
     weight = settings.ref_weight / len(extra_refs)
     for t, (edited, prompt) in sorted(extra_refs.items()):
         source = cond.frames_to_video(frames[t:t + 1])  # (1, 3, 1, H, W)
         keep_t = torch.from_numpy(keep[t:t + 1].astype(np.float32)).unsqueeze(0)  # (1, 1, H, W)
         prompt_embeds, _ = cond.encode_prompts(encoders, prompt, None, device=device)
-        reference = edited_first if edited_first is not None else edited
+        reference = frames[t] if settings.ref_clip_image == "source" else edited_first
         samples.append({
             "name": f"ref{t}",
+            "kind": "ref",
             "weight": weight,
             "latents": cond.encode_video(encoders.vae, cond.frames_to_video(edited[None])).cpu(),
             "condition": cond.build_condition(encoders.vae, source, keep_t, mask_mode).cpu(),
             "prompt_embeds": prompt_embeds.cpu(),
-            "image_embeds": _cpu(cond.encode_image(encoders, reference, device)),
+            "image_embeds": _cpu(cond.encode_image(encoders, reference, device, settings.image_preprocess)),
         })
     return samples
 
@@ -231,23 +264,50 @@ def flow_matching_loss(transformer, sample: dict, t: float, noise: torch.Tensor,
     noise = noise.to(device)
     x_t = (1 - t) * x0 + t * noise
     target = noise - x0
-    latent_input = torch.cat([x_t, condition], dim=1).to(dtype)  # (1, 36, T_lat, h, w)
-    image_embeds = sample["image_embeds"]
+    latent_input = torch.cat([x_t, condition], dim=1).to(dtype)  # (1, 36, T_lat, h, w); Hunyuan (1, 33, ...)
+    hunyuan = isinstance(transformer, HunyuanVideoTransformer3DModel)
+    image_embeds = None if hunyuan else sample["image_embeds"]
     autocast = settings.mixed_precision == "bf16"
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        pred = transformer(
-            hidden_states=latent_input,
-            timestep=torch.tensor([1000.0 * t], device=device),
-            encoder_hidden_states=sample["prompt_embeds"].to(device, dtype),
-            encoder_hidden_states_image=None if image_embeds is None else image_embeds.to(device, dtype),
-            return_dict=False,
-        )[0]
+        if hunyuan:  # text inputs: Llava embeddings + mask, CLIP pooled (conditioning_hunyuan)
+            pred = hy.predict(transformer, latent_input, torch.tensor([1000.0 * t], device=device), sample, device)
+        else:
+            pred = transformer(
+                hidden_states=latent_input,
+                timestep=torch.tensor([1000.0 * t], device=device),
+                encoder_hidden_states=sample["prompt_embeds"].to(device, dtype),
+                encoder_hidden_states_image=None if image_embeds is None else image_embeds.to(device, dtype),
+                return_dict=False,
+            )[0]
     err = (pred.float() - target) ** 2
     if settings.edit_region_weight != 1.0:
-        generate = 1.0 - condition[:, 0:1]  # mask channel: 1 where the latent is generated
+        keep = hy.keep_channel(condition) if hunyuan else condition[:, 0:1]  # mask channel: 1 where kept
+        generate = 1.0 - keep  # 1 where the latent is generated
         weight = 1.0 + (settings.edit_region_weight - 1.0) * generate
         return (err * weight).sum() / (weight.expand_as(err).sum())
     return err.mean()
+
+
+def step_order(samples: list[dict], settings: TrainSettings) -> list[int] | None:
+    """The sample index of every step, epoch by epoch, or None for weighted random sampling.
+
+    Epochs (each a seeded shuffle of its pool) give exact update counts: stage 2 with the official
+    schedule (clip samples once, each reference `ref_repeats` times, `ref_epochs` epochs) and
+    low-cost windows with `steps_per_window` (every window once per epoch).
+    """
+    clips = [i for i, s in enumerate(samples) if s.get("kind", "clip") == "clip"]
+    refs = [i for i, s in enumerate(samples) if s.get("kind") == "ref"]
+    if refs and settings.ref_schedule not in ("official", "shared"):
+        raise ValueError(f"train.ref_schedule: unknown {settings.ref_schedule!r} (official|shared)")
+    if refs and settings.ref_schedule == "official":
+        pool, epochs = clips + refs * settings.ref_repeats, settings.ref_epochs
+    elif settings.low_cost and settings.steps_per_window and not refs:
+        pool, epochs = clips, settings.steps_per_window
+    else:
+        return None
+    generator = torch.Generator().manual_seed(settings.seed + 1)  # apart from the noise/timestep stream
+    pool_t = torch.tensor(pool)
+    return [int(i) for _ in range(epochs) for i in pool_t[torch.randperm(len(pool), generator=generator)]]
 
 
 def _checkpoint_file(out_dir: Path) -> Path:
@@ -271,6 +331,8 @@ def train(transformer, samples: list[dict], settings: TrainSettings, device: tor
                                   fused=device.type == "cuda")
     generator = torch.Generator().manual_seed(settings.seed)
     weights = torch.tensor([s["weight"] for s in samples], dtype=torch.float64)
+    order = step_order(samples, settings)
+    total = settings.steps if order is None else len(order)
     history: list[dict] = []
     start = 0
     ckpt_path = _checkpoint_file(out_dir)
@@ -281,14 +343,14 @@ def train(transformer, samples: list[dict], settings: TrainSettings, device: tor
         generator.set_state(ckpt["generator"])
         history, start = ckpt["history"], ckpt["step"]
         log.info("resuming from %s at step %d", ckpt_path, start)
-    if settings.gradient_checkpointing:
+    if settings.gradient_checkpointing and not transformer.is_gradient_checkpointing:  # keep a memory plan's own
         transformer.enable_gradient_checkpointing()
     transformer.train()
 
-    bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps, desc="train", disable=not progress)
+    bar = tqdm(range(start, total), initial=start, total=total, desc="train", disable=not progress)
     for step in bar:
         t0 = time.perf_counter()
-        index = int(torch.multinomial(weights, 1, generator=generator).item())
+        index = order[step] if order is not None else int(torch.multinomial(weights, 1, generator=generator).item())
         sample = samples[index]
         t = sample_timestep(generator, settings, t_range)
         noise = torch.randn(sample["latents"].shape, generator=generator)
@@ -304,7 +366,7 @@ def train(transformer, samples: list[dict], settings: TrainSettings, device: tor
         history.append({"step": step + 1, "loss": value, "t": t, "sample": sample["name"],
                         "seconds": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{value:.4f}")
-        if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 and step + 1 < settings.steps:
+        if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 and step + 1 < total:
             with atomic_path(ckpt_path) as tmp:
                 torch.save({"lora": lora_state(transformer), "optimizer": optimizer.state_dict(),
                             "generator": generator.get_state(), "history": history, "step": step + 1}, tmp)
@@ -322,18 +384,25 @@ def finish(out_dir: str | os.PathLike) -> None:
 
 
 def plot_loss(history: list[dict], csv_path: str | os.PathLike, png_path: str | os.PathLike) -> None:
-    """The loss curve as CSV (step, loss, t, sample, seconds) and PNG (raw + moving average)."""
+    """The loss curve as CSV (step, loss, t, sample, seconds, expert) and PNG (raw + moving average,
+    one curve per expert: Wan2.2's two experts are trained one after the other on their own steps)."""
     import pandas as pd
     from matplotlib.figure import Figure  # no pyplot: no global backend state
 
-    frame = pd.DataFrame(history, columns=["step", "loss", "t", "sample", "seconds"])
+    frame = pd.DataFrame(history, columns=["step", "loss", "t", "sample", "seconds", "expert"])
+    frame["expert"] = frame["expert"].fillna(0).astype(int)
     with atomic_path(csv_path) as tmp:
         frame.to_csv(tmp, index=False)
     fig = Figure(figsize=(6, 3.5))
     ax = fig.subplots()
-    ax.plot(frame["step"], frame["loss"], lw=0.8, alpha=0.5, label="loss")
-    if len(frame) >= 5:
-        ax.plot(frame["step"], frame["loss"].rolling(max(2, len(frame) // 10), min_periods=1).mean(), label="mean")
+    experts = sorted(frame["expert"].unique())
+    for expert in experts:
+        curve = frame[frame["expert"] == expert]
+        name = f"expert {expert} " if len(experts) > 1 else ""
+        ax.plot(curve["step"], curve["loss"], lw=0.8, alpha=0.5, label=f"{name}loss")
+        if len(curve) >= 5:
+            mean = curve["loss"].rolling(max(2, len(curve) // 10), min_periods=1).mean()
+            ax.plot(curve["step"], mean, label=f"{name}mean")
     ax.set_xlabel("step")
     ax.set_ylabel("flow-matching MSE")
     ax.legend()

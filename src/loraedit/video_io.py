@@ -17,8 +17,6 @@ import re
 from pathlib import Path
 
 import cv2
-import ffmpeg
-import imageio_ffmpeg
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -31,7 +29,16 @@ DEFAULT_FOLDER_FPS = 8.0  # image folders carry no frame rate
 
 @functools.lru_cache(maxsize=1)
 def ffmpeg_exe() -> str:
+    import imageio_ffmpeg  # lazy: the GPU benchmark imports this module's users without ffmpeg installed
+
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _ffmpeg():
+    """ffmpeg-python, imported on first use (see `ffmpeg_exe`)."""
+    import ffmpeg
+
+    return ffmpeg
 
 
 def _check_exists(path: Path, clip_id: str | None) -> None:
@@ -96,6 +103,7 @@ def probe(path: str | os.PathLike, clip_id: str | None = None, folder_fps: float
         return {"width": w, "height": h, "fps": folder_fps, "num_frames": n, "duration": n / folder_fps}
     if path.stat().st_size == 0:
         raise ClipError(clip_id, path, "empty file (0 bytes)")
+    ffmpeg = _ffmpeg()
     stream = ffmpeg.input(str(path))["v:0"].output("pipe:", format="null", vcodec="copy")
     try:
         _, err = stream.run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
@@ -164,6 +172,7 @@ def read_video(
         return _read_folder(path, clip_id), float(folder_fps)
     info = probe(path, clip_id)
     w, h = info["width"], info["height"]
+    ffmpeg = _ffmpeg()
     stream = ffmpeg.input(str(path))["v:0"].output("pipe:", format="rawvideo", pix_fmt="rgb24")
     try:
         out, _ = stream.run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
@@ -243,6 +252,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int 
     t, h, w = frames.shape[:3]
     if t == 0:
         raise ValueError("write_mp4: no frames")
+    ffmpeg = _ffmpeg()
     with atomic_path(path) as tmp:
         stream = (
             ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)

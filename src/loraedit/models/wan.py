@@ -30,6 +30,7 @@ class BackendSpec:
     experts: tuple[str, ...] = ("transformer",)  # pipeline attribute names of the transformers
     boundary_ratio: float | None = None  # Wan2.2: t >= ratio*1000 uses expert 0, below expert 1
     has_image_encoder: bool = True
+    family: str = "wan"  # "hunyuan": models/hunyuan.py (HunyuanVideo-I2V, 33-channel latent_concat)
 
 
 BACKENDS: dict[str, BackendSpec] = {
@@ -44,6 +45,10 @@ BACKENDS: dict[str, BackendSpec] = {
         "wan2.2-i2v-a14b", "Wan-AI/Wan2.2-I2V-A14B-Diffusers",
         experts=("transformer", "transformer_2"), boundary_ratio=0.9, has_image_encoder=False,
     ),
+    # Paper Sec. 4.4: HunyuanVideo-I2V, 33-channel release (models/hunyuan.py); text via Llava, no CLIP image.
+    "tiny-hunyuan": BackendSpec("tiny-hunyuan", None, has_image_encoder=False, family="hunyuan"),
+    "hunyuanvideo-i2v": BackendSpec("hunyuanvideo-i2v", "hunyuanvideo-community/HunyuanVideo-I2V-33ch",
+                                    has_image_encoder=False, family="hunyuan"),
 }
 
 
@@ -76,6 +81,10 @@ def load_encoders(model_cfg: dict, device: torch.device, dtype: torch.dtype) -> 
     The VAE stays in float32 (as the diffusers Wan examples recommend); the encoders use `dtype`.
     """
     spec = backend_spec(model_cfg)
+    if spec.family == "hunyuan":
+        from . import hunyuan
+
+        return hunyuan.load_encoders(model_cfg, spec, device, dtype)
     if spec.name.startswith("tiny"):
         seed = int(model_cfg.get("seed", 0))
         sizes = model_cfg.get("tiny", {}) or {}
@@ -110,6 +119,10 @@ def load_encoders(model_cfg: dict, device: torch.device, dtype: torch.dtype) -> 
 def load_transformers(model_cfg: dict, device: torch.device | None, dtype: torch.dtype) -> list[WanTransformer3DModel]:
     """The backend's transformer(s), in `dtype`; `device=None` leaves them on the CPU (offloading)."""
     spec = backend_spec(model_cfg)
+    if spec.family == "hunyuan":
+        from . import hunyuan
+
+        return hunyuan.load_transformers(model_cfg, spec, device, dtype)
     if spec.name.startswith("tiny"):
         seed = int(model_cfg.get("seed", 0))
         sizes = model_cfg.get("tiny", {}) or {}
@@ -151,6 +164,10 @@ def make_scheduler(kind: str = "euler", shift: float = 5.0, num_train_timesteps:
 def assemble_pipeline(encoders: WanImageToVideoPipeline, transformers: list[WanTransformer3DModel],
                       spec: BackendSpec) -> WanImageToVideoPipeline:
     """A stock pipeline over the given components (used to load LoRAs and for oracle checks)."""
+    if spec.family == "hunyuan":
+        from . import hunyuan
+
+        return hunyuan.assemble_pipeline(encoders, transformers)
     return WanImageToVideoPipeline(
         tokenizer=encoders.tokenizer, text_encoder=encoders.text_encoder, vae=encoders.vae,
         scheduler=encoders.scheduler, transformer=transformers[0],
