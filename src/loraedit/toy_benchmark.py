@@ -1,0 +1,139 @@
+"""Score the workflow's outputs on a toy benchmark sheet against the exact truth of each edit.
+
+Per clip x method (frames 2..T; the truth re-rendered from the clip's toy.json):
+- gt_psnr / gt_ssim: the output against the true edited video;
+- bg_psnr: on the true kept region (pixels the edited object never touches);
+- edit_psnr: inside the true edit region;
+- edit_color_err: per frame, the RGB distance between the mean colour of the output and of the
+  truth inside the edit region (a collapsed, grey or unchanged object shows here), mean over frames;
+- back_color_err: the same on the side of the card only the extra edited frames show (clips whose
+  edited object is two-sided; n/a otherwise; Sec. 3.3.2 / Fig. 7).
+Records use the score format of `loraedit.metrics`, so `tables.aggregate` writes the tables
+(metrics.csv with mean and std rows per method, metrics.md, ...).
+
+CLI: ``python -m loraedit.toy_benchmark SHEET --results results --out results/toy_benchmark/tables``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import tables
+from .atomic import write_json
+from .metrics.base import record
+from .metrics.iqa import masked_psnr, ssim_per_frame
+from .samples import load_samples
+from .toy_data import make_toy_dataset, truth_for
+from .toyworld import ToyClip
+from .video_io import read_frames
+
+METHODS = ("none", "naive", "mask", "mask+ref")
+IMPL = "loraedit.toy_benchmark"
+REPO = Path(__file__).resolve().parents[2]
+# The reduced size that CI reruns (tests/test_toy_benchmark.py), against tests/data/toy_benchmark_reduced.csv.
+REDUCED = {
+    "methods": ["none", "mask", "mask+ref"],
+    "train": {"steps": 30, "checkpoint_every": 30},
+    "train_ref": {"ref_epochs": 1},
+    "infer": {"num_steps": 10},
+    "score": {"pyiqa_metrics": ["psnr"], "qalign": False},
+}
+
+
+def mean_color_error(output: np.ndarray, truth: np.ndarray, region: np.ndarray) -> float:
+    """Mean over frames with a non-empty region of |mean RGB(output) - mean RGB(truth)| (0..441); nan if none."""
+    errs = []
+    for out_t, ref_t, reg in zip(output, truth, region.astype(bool)):
+        if reg.sum() >= 4:
+            errs.append(float(np.linalg.norm(out_t[reg].mean(0) - ref_t[reg].astype(np.float64).mean(0))))
+    return float(np.mean(errs)) if errs else float("nan")
+
+
+def toy_scores(output: np.ndarray, truth: ToyClip) -> dict[str, dict]:
+    """Score records for uint8 (T, H, W, 3) output against the clip's truth (frames 2..T)."""
+    out, gt = output[1:], truth.edited[1:]
+    keep, back = truth.keep[1:], truth.back[1:]
+    edit = 1 - keep
+
+    def rec(name, value, higher, family, note=""):
+        return name, record(value, higher, IMPL, "", "", note if np.isnan(value) else "", family)
+
+    items = [
+        rec("gt_psnr", masked_psnr(out, gt), True, "ground_truth"),
+        rec("gt_ssim", float(np.nanmean(ssim_per_frame(out, gt))), True, "ground_truth"),
+        rec("bg_psnr", masked_psnr(out, gt, keep), True, "background", "n/a (nothing kept)"),
+        rec("edit_psnr", masked_psnr(out, gt, edit), True, "fidelity", "n/a (empty edit region)"),
+        rec("edit_color_err", mean_color_error(out, gt, edit), False, "fidelity", "n/a (empty edit region)"),
+        rec("back_color_err", mean_color_error(out, gt, back), False, "fidelity", "n/a (no hidden side)"),
+    ]
+    return dict(items)
+
+
+def score_results(sheet: str | Path, results: str | Path, out_dir: str | Path, methods=METHODS,
+                  num_clips: int | None = None) -> Path:
+    """Write one score file per clip x method under out_dir/scores/ and the tables into out_dir
+    (the sheet's first `num_clips` clips; all by default)."""
+    sheet, results, out_dir = Path(sheet), Path(results), Path(out_dir)
+    files = []
+    for clip_id, row in load_samples(sheet).iloc[:num_clips].iterrows():
+        truth = truth_for(json.loads((sheet.parent / clip_id / "toy.json").read_text()))
+        for method in methods:
+            frames_dir = results / clip_id / method / "output" / "frames"
+            if method == "mask+ref" and not row.get("extra_edits"):
+                continue
+            output = read_frames(frames_dir, clip_id)
+            path = out_dir / "scores" / f"{clip_id}__{method.replace('+', '_')}.json"
+            write_json(path, {"clip_id": clip_id, "method": method, "metrics": toy_scores(output, truth)})
+            files.append(path)
+    tables.aggregate(files, out_dir, method_order=list(methods))
+    return out_dir / "metrics.csv"
+
+
+def run_reduced(workdir: str | Path, num_clips: int = 2, overrides: dict | None = None) -> pd.DataFrame:
+    """The benchmark at reduced size through the normal workflow (Snakemake API) in `workdir`.
+
+    config/toy-benchmark.yaml + REDUCED + `overrides` (one level deep); returns metrics.csv as a frame.
+    """
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (
+        ConfigSettings,
+        DAGSettings,
+        OutputSettings,
+        ResourceSettings,
+    )
+
+    workdir = Path(workdir)
+    sheet = make_toy_dataset(workdir / "data", num_clips=num_clips)
+    config = {**REDUCED, "samples": str(sheet),
+              "model": {"backend": "wan2.1-i2v-480p", "path": str(REPO / "models" / "toy-wan2.1-i2v")}}
+    for key, value in (overrides or {}).items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    with SnakemakeApi(OutputSettings(quiet=None)) as api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=2),
+            config_settings=ConfigSettings(configfiles=[REPO / "config" / "toy-benchmark.yaml"], config=config),
+            snakefile=REPO / "Snakefile", workdir=workdir,
+        )
+        workflow.dag(dag_settings=DAGSettings()).execute_workflow(executor="local")
+    return pd.read_csv(score_results(sheet, workdir / "results", workdir / "tables", config["methods"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m loraedit.toy_benchmark", description=__doc__.split("\n")[0])
+    ap.add_argument("sheet")
+    ap.add_argument("--results", default="results")
+    ap.add_argument("--out", default="results/toy_benchmark/tables")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--num-clips", type=int, default=None, help="score only the sheet's first N clips")
+    args = ap.parse_args(argv)
+    print(score_results(args.sheet, args.results, args.out, args.methods, args.num_clips))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

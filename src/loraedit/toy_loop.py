@@ -1,0 +1,83 @@
+"""A resumable, seeded training loop for the toy model's stages (VAE, transformer).
+
+Batches are a function of the step number alone (see `toy_vae.batch_at`, `toy_i2v.batch_at`), and
+the checkpoint holds the weights, the optimizer state and the loss log, so a run stopped after any
+checkpoint and started again ends with bit-identical weights (same thread count, same machine).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up, then cosine decay to base * min_ratio at `total`."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+
+def train_loop(model: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], *, steps: int, lr: float, warmup: int,
+               min_lr_ratio: float, ckpt: Path, log_csv: Path, every: int = 50, grad_clip: float = 1.0,
+               deadline: float | None = None) -> bool:
+    """Train `model` to `steps`, resuming from `ckpt`; True when finished, False when `deadline` (a
+    time.time() value) stopped it early (after writing a checkpoint). The log CSV has step, loss, lr, seconds."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    state = load_checkpoint(ckpt)
+    rows: list[dict] = []
+    start = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        rows, start = state["log"], state["step"]
+        log.info("%s: resuming at step %d", ckpt.name, start)
+
+    def save(step: int) -> None:
+        with atomic_path(ckpt) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "log": rows, "step": step}, tmp)
+        with atomic_path(log_csv) as tmp:
+            pd.DataFrame(rows, columns=["step", "loss", "lr", "seconds"]).to_csv(tmp, index=False)
+
+    model.train()
+    for step in range(start, steps):
+        t0 = time.perf_counter()
+        current = lr_at(step, lr, warmup, steps, min_lr_ratio)
+        for group in opt.param_groups:
+            group["lr"] = current
+        loss = loss_at(step)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"{ckpt.name}: loss became {value} at step {step + 1}")
+        rows.append({"step": step + 1, "loss": value, "lr": current, "seconds": round(time.perf_counter() - t0, 4)})
+        if (step + 1) % 10 == 0:
+            log.info("%s step %d loss %.5f lr %.2e %.2fs", ckpt.stem, step + 1, value, current, rows[-1]["seconds"])
+        if (step + 1) % every == 0 or step + 1 == steps:
+            save(step + 1)
+        if deadline is not None and time.time() > deadline and step + 1 < steps:
+            save(step + 1)
+            model.eval()
+            return False
+    if start >= steps and state is not None:
+        model.load_state_dict(state["model"])
+    model.eval()
+    return True

@@ -1,0 +1,161 @@
+"""Pretrain the toy Wan2.1-I2V model on the toy world, by one resumable command.
+
+    python -m loraedit.toy_pretrain --out models/toy-wan2.1-i2v --work results/toy_pretrain --threads 1
+
+Stages (each resumes from its checkpoint under --work; run the same command again to go on):
+1. vae: `toy_vae` recipe, frames rendered from the step number (16x16 crops);
+1b. vae decoder: the decoder alone on whole 64x64 clips, the encoder frozen (latents unchanged);
+2. stats: per-channel latent mean/std (written into the VAE config as latents_mean/latents_std);
+3. cache: latents, stock first-frame conditions, caption and CLIP embeddings of the training clips;
+4. transformer: plain I2V flow matching (`toy_i2v`);
+5. export: the diffusers folder layout of Wan2.1-I2V-14B-480P-Diffusers (model_index.json,
+   transformer/, vae/, text_encoder/, tokenizer/, image_encoder/, image_processor/, scheduler/),
+   plus pretrain/ (command, recipes, loss logs) and SHA256SUMS.
+`--max-minutes` stops cleanly after a checkpoint so a long CPU run can be split over sittings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from diffusers import WanImageToVideoPipeline
+
+from . import toy_i2v, toy_vae
+from .atomic import atomic_path, write_json, write_text
+from .toy_loop import train_loop
+
+log = logging.getLogger("loraedit.toy_pretrain")
+STATS_CLIPS = 64
+SHARD = 64  # clips per cache shard
+
+
+def vae_stage(work: Path, recipe: toy_vae.VaeRecipe, deadline: float | None):
+    vae = toy_vae.build_vae(recipe)
+    done = train_loop(vae, lambda step: toy_vae.vae_loss(vae, toy_vae.batch_at(step, recipe), recipe),
+                      steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup, min_lr_ratio=recipe.min_lr_ratio,
+                      ckpt=work / "vae.pt", log_csv=work / "vae_loss.csv", deadline=deadline)
+    return vae if done else None
+
+
+def decoder_stage(work: Path, vae, recipe: toy_vae.VaeRecipe, deadline: float | None) -> bool:
+    """Stage 1b: fine-tune the decoder on whole frames; the encoder (and so every latent) is frozen."""
+    vae.requires_grad_(False)
+    vae.decoder.requires_grad_(True)
+    vae.post_quant_conv.requires_grad_(True)
+    whole = toy_vae.decoder_recipe(recipe)
+    done = train_loop(vae, lambda step: toy_vae.decoder_loss(vae, toy_vae.batch_at(recipe.steps + step, whole)),
+                      steps=recipe.decoder_steps, lr=recipe.decoder_lr, warmup=20, min_lr_ratio=recipe.min_lr_ratio,
+                      ckpt=work / "vae_decoder.pt", log_csv=work / "vae_decoder_loss.csv", deadline=deadline)
+    vae.requires_grad_(False)
+    return done
+
+
+def stats_stage(work: Path, vae) -> None:
+    path = work / "latent_stats.json"
+    if not path.exists():
+        videos = toy_vae.heldout_videos(toy_vae.VAE_SEED_BASE - 1, STATS_CLIPS)  # a seed no other stage uses
+        mean, std = toy_vae.latent_stats(vae, videos)
+        write_json(path, {"latents_mean": mean, "latents_std": std})
+    vae.register_to_config(**json.loads(path.read_text()))
+
+
+def cache_stage(work: Path, pipe: WanImageToVideoPipeline, clips: int, deadline: float | None) -> dict | None:
+    """Encode the training clips in shards of SHARD (each written atomically); returns the stacked cache."""
+    shards = []
+    for first in range(0, clips, SHARD):
+        path = work / "cache" / f"shard_{first:06d}.pt"
+        if not path.exists():
+            if deadline is not None and time.time() > deadline:
+                return None
+            items = [toy_i2v.encode_clip(pipe, *toy_i2v.training_clip(i)) for i in range(first, min(clips, first + SHARD))]
+            with atomic_path(path) as tmp:
+                torch.save({k: torch.stack([it[k] for it in items]) for k in items[0]}, tmp)
+            log.info("cached clips %d..%d", first, first + len(items) - 1)
+        shards.append(torch.load(path))
+    return {k: torch.cat([s[k] for s in shards]) for k in shards[0]}
+
+
+def transformer_stage(work: Path, recipe: toy_i2v.I2VRecipe, cache: dict, empty: torch.Tensor,
+                      deadline: float | None):
+    model = toy_i2v.build_transformer(recipe)
+    done = train_loop(model, lambda step: toy_i2v.i2v_loss(model, *toy_i2v.batch_at(step, cache, empty, recipe.batch)),
+                      steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup, min_lr_ratio=recipe.min_lr_ratio,
+                      ckpt=work / "transformer.pt", log_csv=work / "transformer_loss.csv", deadline=deadline)
+    return model if done else None
+
+
+def sha256_lines(folder: Path) -> str:
+    lines = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "SHA256SUMS"):
+        lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.relative_to(folder)}")
+    return "\n".join(lines) + "\n"
+
+
+def export(out: Path, work: Path, pipe: WanImageToVideoPipeline, transformer, meta: dict) -> None:
+    full = WanImageToVideoPipeline(
+        tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae, scheduler=pipe.scheduler,
+        transformer=transformer, image_encoder=pipe.image_encoder, image_processor=pipe.image_processor,
+    )
+    with atomic_path(out, is_dir=True) as tmp:
+        full.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "pretrain").mkdir()
+        for name in ("vae_loss.csv", "vae_decoder_loss.csv", "transformer_loss.csv", "latent_stats.json"):
+            shutil.copy(work / name, tmp / "pretrain" / name)
+        write_json(tmp / "pretrain" / "recipe.json", meta)
+        write_text(tmp / "SHA256SUMS", sha256_lines(tmp))
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m loraedit.toy_pretrain", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="models/toy-wan2.1-i2v")
+    ap.add_argument("--work", default="results/toy_pretrain")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-minutes", type=float, default=None, help="stop after a checkpoint past this; rerun to resume")
+    ap.add_argument("--vae", type=json.loads, default={}, help='VaeRecipe overrides, JSON (e.g. \'{"steps": 10}\')')
+    ap.add_argument("--i2v", type=json.loads, default={}, help="I2VRecipe overrides, JSON")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    work, out = Path(args.work), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    deadline = None if args.max_minutes is None else time.time() + 60 * args.max_minutes
+    vae_recipe, i2v_recipe = toy_vae.VaeRecipe(**args.vae), toy_i2v.I2VRecipe(**args.i2v)
+    vae = vae_stage(work, vae_recipe, deadline)
+    if vae is None:
+        log.info("paused in the VAE stage; run the same command again to resume")
+        return 3
+    stats_stage(work, vae)  # of the encoder's latents: stage 1b leaves them unchanged
+    if not decoder_stage(work, vae, vae_recipe, deadline):
+        log.info("paused in the decoder stage; run the same command again to resume")
+        return 3
+    pipe = toy_i2v.encoder_pipeline(vae)
+    cache = cache_stage(work, pipe, i2v_recipe.clips, deadline)
+    transformer = None if cache is None else transformer_stage(work, i2v_recipe, cache, toy_i2v.empty_prompt(pipe),
+                                                               deadline)
+    if transformer is None:
+        log.info("paused before the transformer finished; run the same command again to resume")
+        return 3
+    meta = {"command": "python -m loraedit.toy_pretrain " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+            "threads": args.threads, "vae": dataclasses.asdict(vae_recipe), "transformer": dataclasses.asdict(i2v_recipe),
+            "torch": torch.__version__}
+    export(out, work, pipe, transformer, meta)
+    log.info("wrote %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

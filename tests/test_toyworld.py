@@ -1,0 +1,85 @@
+"""The toy world (renderer, truth of the edit) and the resumable pretraining loop."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from loraedit import demo_data, toy_vae, toyworld
+from loraedit.toy_loop import train_loop
+
+
+def test_render_is_deterministic_and_seeded():
+    a = toyworld.render_clip(toyworld.scene_for(3, 5))
+    b = toyworld.render_clip(toyworld.scene_for(3, 5))
+    c = toyworld.render_clip(toyworld.scene_for(4, 5))
+    for name in ("video", "edited", "keep", "back"):
+        assert np.array_equal(getattr(a, name), getattr(b, name))
+    assert a.caption == b.caption and a.extra_frames == b.extra_frames
+    assert not np.array_equal(a.video, c.video)
+
+
+def test_pixels_are_finite_for_many_seeds():
+    """No NaN reaches the uint8 cast (numpy warns 'invalid value encountered in cast')."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for i in range(60):
+            clip = toyworld.render_clip(toyworld.scene_for(11, i), num_frames=9)
+            assert clip.video.dtype == np.uint8 and clip.video.shape == (9, 64, 64, 3)
+        big = toyworld.render_clip(toyworld.scene_for(11, 0), num_frames=33, size=(128, 128))
+        assert big.video.shape == (33, 128, 128, 3)
+
+
+def test_demo_render_clip_has_no_nan_with_random_colours():
+    """Regression: cv2.remap got a float64 y-map (cy is a numpy float64) and sampled NaNs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for seed in range(40):
+            rng = np.random.default_rng(seed)
+            colors = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(2)]
+            spec = demo_data.ClipSpec(("circle", "square", "triangle")[seed % 3], (64, 64), colors[0], "a", colors[1], "b")
+            demo_data.render_clip(spec, 9, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_edit_truth_matches_its_mask(index):
+    clip = toyworld.render_clip(toyworld.two_sided_scene_for(5, index))
+    changed = (clip.video != clip.edited).any(-1)  # (T, H, W)
+    assert not changed[clip.keep == 1].any()  # the edit touches only the masked pixels
+    for t in range(len(clip.video)):
+        if (clip.keep[t] == 0).any() and (clip.keep[t] == 0).sum() > 20:
+            assert changed[t].any()  # a visible edited object really changed colour
+    assert not (clip.back.astype(bool) & (clip.keep == 1)).any()  # the back side lies inside the mask
+    assert clip.back[0].sum() == 0  # frame 1 shows the front...
+    assert clip.extra_frames and clip.back[clip.extra_frames[0]].sum() > 0  # ...a later frame the back
+    assert clip.edit_caption != clip.caption
+
+
+def test_objects_move():
+    clip = toyworld.render_clip(toyworld.scene_for(3, 1))
+    assert (clip.video[-1] != clip.video[0]).any(-1).mean() > 0.02
+    assert not np.array_equal(clip.keep[0], clip.keep[-1])
+
+
+def test_training_loop_resumes_to_identical_weights(tmp_path):
+    """A run stopped after its first step and started again ends bit-identical to an unbroken run."""
+    torch.set_num_threads(1)
+    recipe = toy_vae.VaeRecipe(base_dim=4, batch=1, frames=5, crop=16, steps=3, warmup=1)
+
+    def run(folder, deadline):
+        vae = toy_vae.build_vae(recipe)
+        done = train_loop(vae, lambda s: toy_vae.vae_loss(vae, toy_vae.batch_at(s, recipe), recipe), steps=recipe.steps,
+                          lr=1e-3, warmup=1, min_lr_ratio=0.1, ckpt=folder / "vae.pt", log_csv=folder / "log.csv",
+                          every=100, deadline=deadline)
+        return done, vae.state_dict()
+
+    done, straight = run(tmp_path / "a", None)
+    assert done
+    paused, _ = run(tmp_path / "b", deadline=0.0)  # past the deadline: checkpoint after step 1, stop
+    assert not paused
+    done, resumed = run(tmp_path / "b", None)
+    assert done
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    lines = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert len(lines) == 1 + recipe.steps  # header + one row per step, none repeated
