@@ -63,7 +63,7 @@ def test_vae_meets_its_bar(toy_models):
 
 def test_one_command_pauses_resumes_and_exports_a_loadable_folder(tmp_path):
     args = ["--out", str(tmp_path / "model"), "--work", str(tmp_path / "work"),
-            "--vae", '{"steps": 2, "warmup": 1, "base_dim": 4, "batch": 1, "frames": 5, "crop": 16}',
+            "--vae", '{"steps": 2, "warmup": 1, "base_dim": 4, "batch": 1, "frames": 5, "crop": 16, "decoder_steps": 2, "decoder_batch": 1}',
             "--i2v", '{"steps": 2, "warmup": 1, "clips": 2, "batch": 2, "num_layers": 1}']
     assert toy_pretrain.main(args + ["--max-minutes", "0"]) == 3  # paused after the first VAE step
     assert not (tmp_path / "model").exists()
