@@ -149,21 +149,40 @@ def encode_samples(encoders, frames: np.ndarray, keep: np.ndarray, variant: str,
         return encode_hunyuan(encoders, frames, keep, train_prompt, settings, device, variant == "mask+ref",
                               extra_refs, edited_first, mask_mode)
     prompt_embeds, _ = cond.encode_prompts(encoders, train_prompt, None, device=device)
-    samples = []
-    if settings.low_cost:
-        starts = window_starts(len(frames), settings.window)
-        for s in starts:
-            win_keep = keep[s:s + settings.window].copy()
-            win_keep[0] = 1  # each window is conditioned on its own first frame
-            samples.append(_clip_sample(encoders, frames[s:s + settings.window], win_keep, prompt_embeds, device,
-                                        1.0 / len(starts), f"window{s}", mask_mode, settings.image_preprocess))
-    else:
-        samples.append(_clip_sample(encoders, frames, keep, prompt_embeds, device, 1.0, "clip", mask_mode,
-                                    settings.image_preprocess))
+    samples = [_clip_sample(encoders, win, win_keep, prompt_embeds, device, weight, name, mask_mode,
+                            settings.image_preprocess)
+               for name, win, win_keep, weight in clip_parts(frames, keep, settings)]
     if variant == "mask+ref":
         samples += encode_reference_samples(encoders, frames, keep, extra_refs or {}, settings, device,
                                             edited_first, mask_mode)
     return samples
+
+
+def clip_parts(frames: np.ndarray, keep: np.ndarray, settings: TrainSettings):
+    """The clip's training samples before encoding: [(name, frames, keep, weight)].
+
+    The whole clip, or (Sec. 4.5, low cost) its overlapping windows, each conditioned on its own
+    first frame and weighted 1 / number of windows.
+    """
+    if not settings.low_cost:
+        return [("clip", frames, keep, 1.0)]
+    starts = window_starts(len(frames), settings.window)
+    parts = []
+    for s in starts:
+        win_keep = keep[s:s + settings.window].copy()
+        win_keep[0] = 1  # each window is conditioned on its own first frame
+        parts.append((f"window{s}", frames[s:s + settings.window], win_keep, 1.0 / len(starts)))
+    return parts
+
+
+def reference_clip_image(frames: np.ndarray, t: int, edited_first: np.ndarray | None,
+                         settings: TrainSettings) -> np.ndarray:
+    """The CLIP image of the stage-2 sample of frame t: the unedited frame t (official) or the edited frame 1."""
+    if settings.ref_clip_image not in ("source", "edited_first"):
+        raise ValueError(f"train.ref_clip_image: unknown {settings.ref_clip_image!r} (source|edited_first)")
+    if settings.ref_clip_image == "edited_first" and edited_first is None:
+        raise ValueError("train.ref_clip_image: edited_first needs the edited first frame")
+    return frames[t] if settings.ref_clip_image == "source" else edited_first
 
 
 @torch.no_grad()
@@ -179,17 +198,13 @@ def encode_reference_samples(encoders, frames: np.ndarray, keep: np.ndarray, ext
     """
     if not extra_refs:
         raise ValueError("mask+ref needs extra edited frames (sheet column extra_edits)")
-    if settings.ref_clip_image not in ("source", "edited_first"):
-        raise ValueError(f"train.ref_clip_image: unknown {settings.ref_clip_image!r} (source|edited_first)")
-    if settings.ref_clip_image == "edited_first" and edited_first is None:
-        raise ValueError("train.ref_clip_image: edited_first needs the edited first frame")
     samples = []
     weight = settings.ref_weight / len(extra_refs)
     for t, (edited, prompt) in sorted(extra_refs.items()):
         source = cond.frames_to_video(frames[t:t + 1])  # (1, 3, 1, H, W)
         keep_t = torch.from_numpy(keep[t:t + 1].astype(np.float32)).unsqueeze(0)  # (1, 1, H, W)
         prompt_embeds, _ = cond.encode_prompts(encoders, prompt, None, device=device)
-        reference = frames[t] if settings.ref_clip_image == "source" else edited_first
+        reference = reference_clip_image(frames, t, edited_first, settings)
         samples.append({
             "name": f"ref{t}",
             "kind": "ref",

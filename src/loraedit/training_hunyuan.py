@@ -43,27 +43,15 @@ def encode_samples(encoders: HunyuanEncoders, frames: np.ndarray, keep: np.ndarr
     mask+ref, one sample per extra edited frame (target = the edited frame, condition = the unedited
     frame greyed by its own mask, image = `train.ref_clip_image`).
     """
-    length = settings.window if settings.low_cost else len(frames)
-    starts = tr.window_starts(len(frames), length) if settings.low_cost else [0]
-    samples = []
-    for s in starts:
-        win_keep = keep[s:s + length].copy()
-        win_keep[0] = 1  # each window is conditioned on its own first frame
-        win = frames[s:s + length]
-        name = f"window{s}" if settings.low_cost else "clip"
-        samples.append(_sample(encoders, win, win, win_keep, train_prompt, win[0], name, "clip", 1.0 / len(starts),
-                               mask_mode, device))
+    samples = [_sample(encoders, win, win, win_keep, train_prompt, win[0], name, "clip", weight, mask_mode, device)
+               for name, win, win_keep, weight in tr.clip_parts(frames, keep, settings)]
     if not with_refs:
         return samples
     if not extra_refs:
         raise ValueError("mask+ref needs extra edited frames (sheet column extra_edits)")
-    if settings.ref_clip_image not in ("source", "edited_first") or (
-            settings.ref_clip_image == "edited_first" and edited_first is None):
-        raise ValueError(f"train.ref_clip_image: {settings.ref_clip_image!r} needs source | edited_first "
-                         "(edited_first needs the edited first frame)")
     weight = settings.ref_weight / len(extra_refs)
     for t, (edited, prompt) in sorted(extra_refs.items()):
-        image = frames[t] if settings.ref_clip_image == "source" else edited_first
+        image = tr.reference_clip_image(frames, t, edited_first, settings)
         samples.append(_sample(encoders, edited[None], frames[t:t + 1], keep[t:t + 1], prompt, image, f"ref{t}", "ref",
                                weight, mask_mode, device))
     return samples
