@@ -24,7 +24,6 @@ from .conditioning import first_frame_keep_mask
 from .devices import resolve_device, resolve_dtype
 from .masks import overlay
 from .report_assets import side_by_side
-from .models import hunyuan
 from .models.wan import (
     WanModels, assemble_pipeline, backend_spec, load_encoders, load_transformers,
 )
@@ -93,7 +92,11 @@ def read_lora_state(lora_dir: str | os.PathLike, expert: int = 0) -> dict[str, t
 
 def lora_targets(spec) -> str:
     """Default LoRA target regex of a backend family (Wan blocks, or Hunyuan double/single-stream blocks)."""
-    return hunyuan.LORA_TARGET_REGEX if spec.family == "hunyuan" else tr.LORA_TARGET_REGEX
+    if spec.family == "hunyuan":
+        from .models import hunyuan  # Hunyuan-only module: imported on use
+
+        return hunyuan.LORA_TARGET_REGEX
+    return tr.LORA_TARGET_REGEX
 
 
 def expert_t_ranges(models_spec) -> list[tuple[float, float]]:

@@ -21,12 +21,8 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from tqdm.auto import tqdm
 
-from diffusers import HunyuanVideoTransformer3DModel
-
 from . import conditioning as cond
-from . import conditioning_hunyuan as hy
 from .atomic import atomic_path
-from .models.hunyuan import HunyuanEncoders
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +139,8 @@ def encode_samples(encoders, frames: np.ndarray, keep: np.ndarray, variant: str,
     if variant not in VARIANTS or variant == "none":
         raise ValueError(f"train: variant {variant!r} has no training samples (choose naive, mask, mask+ref)")
     keep = stage1_keep(variant, keep)
+    from .models.hunyuan import HunyuanEncoders  # Hunyuan-only module: imported on use
+
     if isinstance(encoders, HunyuanEncoders):  # HunyuanVideo-I2V: text is encoded with each sample's image
         from .training_hunyuan import encode_samples as encode_hunyuan
 
@@ -270,33 +268,72 @@ def sample_timestep(generator: torch.Generator, settings: TrainSettings, t_range
     raise ValueError(f"train.timestep_sampling: unknown {settings.timestep_sampling!r} (uniform|logit_normal)")
 
 
+def predict_wan(transformer, latent_input: torch.Tensor, timestep: torch.Tensor, sample: dict,
+                device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """One Wan pass. latent_input (1, 36, T_lat, h, w), timestep (1,) in [0, 1000] -> (1, 16, T_lat, h, w).
+
+    Text: umT5 `prompt_embeds` (1, 512, D); image: CLIP `image_embeds` (1, N, D_img) or None (Wan2.2).
+    """
+    image_embeds = sample["image_embeds"]
+    return transformer(
+        hidden_states=latent_input,
+        timestep=timestep,
+        encoder_hidden_states=sample["prompt_embeds"].to(device, dtype),
+        encoder_hidden_states_image=None if image_embeds is None else image_embeds.to(device, dtype),
+        return_dict=False,
+    )[0]
+
+
+def predict_hunyuan(transformer, latent_input: torch.Tensor, timestep: torch.Tensor, sample: dict,
+                    device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """One HunyuanVideo-I2V pass, `conditioning_hunyuan.predict`: (1, 33, T_lat, h, w) -> (1, 16, T_lat, h, w).
+
+    Text: Llava embeddings + mask, CLIP pooled; `dtype` is the transformer's own (used there).
+    """
+    from . import conditioning_hunyuan as hy
+
+    return hy.predict(transformer, latent_input, timestep, sample, device)
+
+
+def keep_channel_wan(condition: torch.Tensor) -> torch.Tensor:
+    """(1, 20, T_lat, h, w) -> the first mask channel (1, 1, T_lat, h, w), 1 = kept."""
+    return condition[:, 0:1]
+
+
+def keep_channel_hunyuan(condition: torch.Tensor) -> torch.Tensor:
+    """(1, 17, T_lat, h, w) -> the mask channel (1, 1, T_lat, h, w), 1 = kept (`conditioning_hunyuan.keep_channel`)."""
+    from . import conditioning_hunyuan as hy
+
+    return hy.keep_channel(condition)
+
+
+def loss_family(transformer) -> tuple[Callable, Callable]:
+    """(predict, keep_channel) of the transformer's family: HunyuanVideo-I2V or Wan (the only place that decides)."""
+    # Hunyuan-only class: imported on use
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    if isinstance(transformer, HunyuanVideoTransformer3DModel):
+        return predict_hunyuan, keep_channel_hunyuan
+    return predict_wan, keep_channel_wan
+
+
 def flow_matching_loss(transformer, sample: dict, t: float, noise: torch.Tensor, settings: TrainSettings,
                        device: torch.device) -> torch.Tensor:
     """x_t = (1-t) x0 + t noise; the transformer predicts noise - x0 at timestep 1000 t (plain MSE)."""
+    predict, keep_channel = loss_family(transformer)
     dtype = transformer.dtype
     x0 = sample["latents"].to(device, torch.float32)  # (1, 16, T_lat, h, w)
-    condition = sample["condition"].to(device, torch.float32)  # (1, 20, T_lat, h, w)
+    condition = sample["condition"].to(device, torch.float32)  # (1, 20, T_lat, h, w); Hunyuan (1, 17, ...)
     noise = noise.to(device)
     x_t = (1 - t) * x0 + t * noise
     target = noise - x0
     latent_input = torch.cat([x_t, condition], dim=1).to(dtype)  # (1, 36, T_lat, h, w); Hunyuan (1, 33, ...)
-    hunyuan = isinstance(transformer, HunyuanVideoTransformer3DModel)
-    image_embeds = None if hunyuan else sample["image_embeds"]
     autocast = settings.mixed_precision == "bf16"
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        if hunyuan:  # text inputs: Llava embeddings + mask, CLIP pooled (conditioning_hunyuan)
-            pred = hy.predict(transformer, latent_input, torch.tensor([1000.0 * t], device=device), sample, device)
-        else:
-            pred = transformer(
-                hidden_states=latent_input,
-                timestep=torch.tensor([1000.0 * t], device=device),
-                encoder_hidden_states=sample["prompt_embeds"].to(device, dtype),
-                encoder_hidden_states_image=None if image_embeds is None else image_embeds.to(device, dtype),
-                return_dict=False,
-            )[0]
+        pred = predict(transformer, latent_input, torch.tensor([1000.0 * t], device=device), sample, device, dtype)
     err = (pred.float() - target) ** 2
     if settings.edit_region_weight != 1.0:
-        keep = hy.keep_channel(condition) if hunyuan else condition[:, 0:1]  # mask channel: 1 where kept
+        keep = keep_channel(condition)  # mask channel: 1 where kept
         generate = 1.0 - keep  # 1 where the latent is generated
         weight = 1.0 + (settings.edit_region_weight - 1.0) * generate
         return (err * weight).sum() / (weight.expand_as(err).sum())
