@@ -10,6 +10,14 @@ from loraedit.samples import load_samples, sample_row
 
 validate(config, schema="../config/config.schema.yaml")
 
+# The pretrained toy model ships inside the workflow (models/toy-wan2.1-i2v): a relative model.path
+# that is not found in the working directory but is a folder of the workflow is taken from there,
+# so the default config runs from any --directory.
+_model_path = config["model"].get("path")
+if _model_path and not os.path.isabs(_model_path) and not os.path.exists(_model_path):
+    if os.path.isdir(os.path.join(workflow.basedir, _model_path)):
+        config["model"]["path"] = os.path.join(workflow.basedir, _model_path)
+
 OUT = "results"
 # A plain-JSON copy of the config for scripts that record it (the live object may hold
 # non-picklable Snakemake values when run through the Python API).

@@ -3,12 +3,16 @@ from pathlib import Path
 
 from loraedit.demo_data import make_demo_dataset
 from loraedit.logs import snakemake_log
+from loraedit.toy_data import make_toy_dataset
 
 with snakemake_log(snakemake) as log:
     demo = snakemake.params.demo
     sheet = Path(snakemake.output.sheet)
-    made = make_demo_dataset(sheet.parent, num_clips=demo.get("num_clips", 3),
-                             num_frames=demo.get("num_frames", 17), seed=demo.get("seed", 0))
+    num_clips, num_frames, seed = demo.get("num_clips", 3), demo.get("num_frames", 17), demo.get("seed", 0)
+    if demo.get("world", "toy") == "toy":  # the pretrained toy model's world, with true edits
+        made = make_toy_dataset(sheet.parent, num_clips, seed, num_frames, size=demo.get("size", 64))
+    else:  # shapes: mixed orientations and input formats, flow masks (plumbing)
+        made = make_demo_dataset(sheet.parent, num_clips, num_frames, seed)
     if Path(made).resolve() != sheet.resolve():
         Path(made).replace(sheet)
-    log.info("demo dataset: %s", sheet)
+    log.info("demo dataset (%s world): %s", demo.get("world", "toy"), sheet)

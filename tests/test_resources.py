@@ -1,5 +1,7 @@
 """Per-rule resources: defaults per backend, scaling with video size and attempt, config overrides."""
 
+from pathlib import Path
+
 import pytest
 
 from loraedit.resources import (
@@ -122,3 +124,19 @@ def test_retries():
     assert retries(cfg) == 3 and retries(cfg, "infer") == 3 and retries(cfg, "train_lora") == 0
     with pytest.raises(ValueError):
         retries({"resources": {"retries": -1}})
+
+
+def test_a_small_local_checkpoint_gets_the_tiny_figures(tmp_path):
+    """The bundled toy model loads through a real backend; its 9 MB of weights must not ask SLURM for
+    the 14B model's memory. A real-size folder (a sparse 2 GiB file) keeps the backend's figures."""
+    toy = {"model": {"backend": "wan2.1-i2v-480p", "path": str(Path(__file__).parents[1] / "models" / "toy-wan2.1-i2v")}}
+    assert rule_resources(toy, "train_lora") == rule_resources(TINY, "train_lora")
+    big = tmp_path / "big"
+    (big / "transformer").mkdir(parents=True)
+    with open(big / "transformer" / "diffusion_pytorch_model.safetensors", "wb") as f:
+        f.truncate(2 * 2**30)
+    real_folder = {"model": {"backend": "wan2.1-i2v-480p", "path": str(big)}}
+    assert rule_resources(real_folder, "train_lora") == rule_resources(REAL, "train_lora")
+    # A hub id (no local folder) keeps them too.
+    hub = {"model": {"backend": "wan2.1-i2v-480p", "path": "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"}}
+    assert rule_resources(hub, "train_lora") == rule_resources(REAL, "train_lora")

@@ -17,7 +17,8 @@ STEPS = 240
 
 # One small clip, one method; enough steps that the kill lands between two checkpoints.
 OVERLAY = {
-    "demo": {"num_clips": 1, "num_frames": 9, "seed": 0},
+    "model": {"backend": "tiny", "path": None},  # plumbing: the random tiny model, the shapes world
+    "demo": {"world": "shapes", "num_clips": 1, "num_frames": 9, "seed": 0},
     "prepare": {"num_frames": 9, "landscape": [64, 48], "portrait": [48, 64], "square": [48, 48]},
     "methods": ["mask"],
     "train": {"steps": STEPS, "checkpoint_every": 10},

@@ -30,8 +30,9 @@ TIMEOUT = 900
 
 # The demo, cut to one clip and one method with few steps: every rule still runs. Training is long
 # enough (and checkpoints often enough) to be killed between two checkpoints.
-DEMO_OVERLAY = {"demo": {"num_clips": 1}, "methods": ["mask"], "train": {"steps": 60, "checkpoint_every": 3},
-                "infer": {"num_steps": 2}}
+# Plumbing: the random tiny model and the shapes world (a landscape clip).
+DEMO_OVERLAY = {"model": {"backend": "tiny", "path": None}, "demo": {"world": "shapes", "num_clips": 1},
+                "methods": ["mask"], "train": {"steps": 60, "checkpoint_every": 3}, "infer": {"num_steps": 2}}
 DEMO_RULES = {"demo_data", "prepare", "caption", "masks", "train_lora", "infer", "score",
               "side_by_side", "aggregate", "bar_charts"}
 
@@ -236,7 +237,7 @@ def test_demo_workflow_through_slurm_profile(slurm, runs):
     assert list((res / "tables" / "charts").glob("*.png"))
 
     # Resources as rules/common.smk computes them from the config, at the demo's video size.
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config = {**yaml.safe_load((ROOT / "config" / "config.yaml").read_text()), "model": DEMO_OVERLAY["model"]}
     frames = config["prepare"]["num_frames"]
     width, height = config["prepare"]["landscape"]
     # Rules that declare none get the profile's default-resources.

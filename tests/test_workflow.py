@@ -18,9 +18,12 @@ from loraedit.video_io import probe, read_frames
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The default demo config, shortened so the suite stays within its time budget on 2 cores.
+# The demo config, shortened so the suite stays within its time budget on 2 cores, on the plumbing
+# setup: the random tiny model and the `shapes` world (landscape, portrait and square clips; mp4 and
+# PNG-folder inputs; flow masks). The default (toy model, toy world) runs in tests/test_toy_demo.py.
 OVERRIDES = {
-    "demo": {"enabled": True, "num_clips": 3, "num_frames": 9, "seed": 0},
+    "model": {"backend": "tiny", "path": None},
+    "demo": {"enabled": True, "world": "shapes", "num_clips": 3, "num_frames": 9, "seed": 0},
     "prepare": {"num_frames": 9, "landscape": [64, 48], "portrait": [48, 64], "square": [48, 48]},
     "methods": ["naive", "mask", "mask+ref", "none"],
     "train": {"steps": 6, "checkpoint_every": 3},

@@ -40,7 +40,9 @@ Default figures (reference size; host RAM, not GPU memory):
     frames x pixels scaling applies.
 ``tiny`` / ``tiny-wan2.2`` / ``tiny-hunyuan`` (random tiny builds of the same classes, CPU-sized): 1-2 GB, minutes.
     GPU rules still ask for a GPU so a demo run schedules like a real one; set
-    ``resources.rules.<rule>.gpu: 0`` to keep tiny runs off GPU nodes.
+    ``resources.rules.<rule>.gpu: 0`` to keep tiny runs off GPU nodes. A real backend whose
+    ``model.path`` is a local folder with under 1 GiB of weights (the bundled toy model,
+    models/toy-wan2.1-i2v: 9 MB) gets these figures too.
 
 Config (all optional)::
 
@@ -57,7 +59,10 @@ Config (all optional)::
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+from pathlib import Path
 
 # Reference video size the base figures are given for (frames x width x height).
 REFERENCE_FRAMES, REFERENCE_WIDTH, REFERENCE_HEIGHT = 49, 832, 480
@@ -113,6 +118,9 @@ DEFAULT_BACKEND = "tiny"  # as models.wan.backend_spec
 DEFAULT_RETRIES = 1
 DEFAULT_RETRY_FACTOR = 1.5
 
+SMALL_CHECKPOINT_BYTES = 2**30
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
 _ALLOWED_KEYS = {"gpu", "mem_mb", "runtime", "threads", "mem_scale", "runtime_scale", "gpu_model", "retries"}
 
 
@@ -124,6 +132,23 @@ def backend_name(cfg: dict) -> str:
     return ((cfg or {}).get("model") or {}).get("backend", DEFAULT_BACKEND)
 
 
+@functools.lru_cache(maxsize=16)
+def checkpoint_bytes(path: str | None) -> int | None:
+    """Total size of the weight files in a local model folder; None when `path` is not one."""
+    if not path or not os.path.isdir(path):
+        return None
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.suffix in WEIGHT_SUFFIXES)
+
+
+def default_figures(cfg: dict) -> dict[str, dict]:
+    """The backend's default table; the tiny one for a local checkpoint under SMALL_CHECKPOINT_BYTES."""
+    backend = backend_name(cfg)
+    size = checkpoint_bytes(((cfg or {}).get("model") or {}).get("path"))
+    if backend in DEFAULT_RESOURCES and size is not None and size < SMALL_CHECKPOINT_BYTES:
+        return _TINY
+    return DEFAULT_RESOURCES.get(backend, {})
+
+
 def rule_figures(cfg: dict, rule: str) -> dict:
     """Base figures of ``rule`` for the configured backend: defaults, then `rules`, then `backends`."""
     section = _section(cfg)
@@ -132,9 +157,10 @@ def rule_figures(cfg: dict, rule: str) -> dict:
         (section.get("rules") or {}).get(rule) or {},
         ((section.get("backends") or {}).get(backend) or {}).get(rule) or {},
     ]
-    base = DEFAULT_RESOURCES.get(backend, {}).get(rule)
+    table = default_figures(cfg)
+    base = table.get(rule)
     if base is None and not any(overrides):
-        known = sorted(DEFAULT_RESOURCES.get(backend, _REAL))
+        known = sorted(table or _REAL)
         raise KeyError(f"resources: no figures for rule {rule!r} (backend {backend!r}); "
                        f"known rules: {known}; add resources.rules.{rule}")
     figures = dict(base or {})

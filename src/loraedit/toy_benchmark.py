@@ -11,7 +11,9 @@ Per clip x method (frames 2..T; the truth re-rendered from the clip's toy.json):
 Records use the score format of `loraedit.metrics`, so `tables.aggregate` writes the tables
 (metrics.csv with mean and std rows per method, metrics.md, ...).
 
-CLI: ``python -m loraedit.toy_benchmark SHEET --results results --out results/toy_benchmark/tables``
+CLI: ``python -m loraedit.toy_benchmark SHEET --results results --out results/toy_benchmark/tables``;
+``python -m loraedit.toy_benchmark --reduced tests/data/toy_benchmark_reduced.csv`` remakes the table CI
+checks (after the committed model changed).
 """
 
 from __future__ import annotations
@@ -94,7 +96,34 @@ def score_results(sheet: str | Path, results: str | Path, out_dir: str | Path, m
     return out_dir / "metrics.csv"
 
 
-def run_reduced(workdir: str | Path, num_clips: int = 2, overrides: dict | None = None) -> pd.DataFrame:
+def edit_in_memory(models, truth: ToyClip, work_dir: str | Path, method: str = "mask", steps: int = 30,
+                   lr: float = 1e-3, keep: np.ndarray | None = None, infer: dict | None = None) -> np.ndarray:
+    """One toy clip through stage 1 and inference in memory, by the calls the workflow's stages make
+    (`training.encode_samples`, `add_lora`, `train`, `inference.edit_video`), for checks that break
+    one part on purpose: lr=0 is a LoRA that never trains, `keep` another keep mask (T, H, W) than
+    the truth's (an inverted one). `models` gets the LoRA attached (load fresh ones per call).
+    Returns the edited clip, uint8 (T, H, W, 3)."""
+    import torch
+
+    from . import inference as inf
+    from . import training as tr
+    from .conditioning import first_frame_keep_mask
+    from .stages import lora_targets
+    from .toy_eval import EVAL_INFER
+
+    cpu = torch.device("cpu")
+    settings = tr.TrainSettings(lr=lr, steps=steps, checkpoint_every=0, target_modules=lora_targets(models.spec))
+    keep = truth.keep if keep is None else keep
+    samples = tr.encode_samples(models.encoders, truth.video, keep, method, "p3rs0n, " + truth.caption, settings, cpu)
+    transformer = models.transformers[0]
+    tr.add_lora(transformer, settings)
+    tr.train(transformer, samples, settings, cpu, work_dir, progress=False)
+    run_keep = keep if method != "naive" else first_frame_keep_mask(*keep.shape)
+    return inf.edit_video(models, truth.video, truth.edited[0], run_keep, "p3rs0n, " + truth.edit_caption,
+                          inf.InferSettings.from_config({**EVAL_INFER, **(infer or {})}), cpu, progress=False)
+
+
+def run_reduced(workdir: str | Path, num_clips: int = 1, overrides: dict | None = None) -> pd.DataFrame:
     """The benchmark at reduced size through the normal workflow (Snakemake API) in `workdir`.
 
     config/toy-benchmark.yaml + REDUCED + `overrides` (one level deep); returns metrics.csv as a frame.
@@ -125,12 +154,26 @@ def run_reduced(workdir: str | Path, num_clips: int = 2, overrides: dict | None 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m loraedit.toy_benchmark", description=__doc__.split("\n")[0])
-    ap.add_argument("sheet")
+    ap.add_argument("sheet", nargs="?", help="the benchmark sheet to score (not with --reduced)")
     ap.add_argument("--results", default="results")
     ap.add_argument("--out", default="results/toy_benchmark/tables")
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--num-clips", type=int, default=None, help="score only the sheet's first N clips")
+    ap.add_argument("--reduced", metavar="CSV", default=None,
+                    help="run the reduced benchmark CI checks (in a temp dir) and write its table here "
+                         "(tests/data/toy_benchmark_reduced.csv)")
     args = ap.parse_args(argv)
+    if args.reduced:
+        import tempfile
+
+        from .atomic import write_text
+
+        with tempfile.TemporaryDirectory() as tmp:
+            write_text(args.reduced, run_reduced(tmp).to_csv(index=False))
+        print(args.reduced)
+        return 0
+    if not args.sheet:
+        ap.error("give the sheet to score, or --reduced CSV")
     print(score_results(args.sheet, args.results, args.out, args.methods, args.num_clips))
     return 0
 

@@ -39,10 +39,10 @@ class I2VRecipe:
     ffn_dim: int = 512
     lr: float = 1e-3
     warmup: int = 100
-    steps: int = 1500
+    steps: int = 2000  # the loss still fell at 1500 (0.229 mean over the last 150 steps)
     min_lr_ratio: float = 0.05
     batch: int = 16
-    clips: int = 384  # cached training clips
+    clips: int = 768  # cached training clips (2000 steps x 16 = 42 visits each)
 
 
 ENCODER_SIZES = {"text_dim": 32, "image_dim": 32, "clip_image_size": 32}

@@ -3,8 +3,8 @@
     python -m loraedit.toy_pretrain --out models/toy-wan2.1-i2v --work results/toy_pretrain --threads 1
 
 Stages (each resumes from its checkpoint under --work; run the same command again to go on):
-1. vae: `toy_vae` recipe, frames rendered from the step number (16x16 crops);
-1b. vae decoder: the decoder alone on whole 64x64 clips, the encoder frozen (latents unchanged);
+1. vae: `toy_vae` recipe, frames rendered from the step number (16x16 crops of 9 frames);
+1b. vae whole clips: the whole VAE on whole 17x64x64 clips, at a lower learning rate;
 2. stats: per-channel latent mean/std (written into the VAE config as latents_mean/latents_std);
 3. cache: latents, stock first-frame conditions, caption and CLIP embeddings of the training clips;
 4. transformer: plain I2V flow matching (`toy_i2v`);
@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 from diffusers import WanImageToVideoPipeline
 
@@ -47,15 +48,12 @@ def vae_stage(work: Path, recipe: toy_vae.VaeRecipe, deadline: float | None):
     return vae if done else None
 
 
-def decoder_stage(work: Path, vae, recipe: toy_vae.VaeRecipe, deadline: float | None) -> bool:
-    """Stage 1b: fine-tune the decoder on whole frames; the encoder (and so every latent) is frozen."""
-    vae.requires_grad_(False)
-    vae.decoder.requires_grad_(True)
-    vae.post_quant_conv.requires_grad_(True)
-    whole = toy_vae.decoder_recipe(recipe)
-    done = train_loop(vae, lambda step: toy_vae.decoder_loss(vae, toy_vae.batch_at(recipe.steps + step, whole)),
-                      steps=recipe.decoder_steps, lr=recipe.decoder_lr, warmup=20, min_lr_ratio=recipe.min_lr_ratio,
-                      ckpt=work / "vae_decoder.pt", log_csv=work / "vae_decoder_loss.csv", deadline=deadline)
+def whole_clip_stage(work: Path, vae, recipe: toy_vae.VaeRecipe, deadline: float | None) -> bool:
+    """Stage 1b: fine-tune the whole VAE on whole clips (the latent statistics are taken after it)."""
+    whole = toy_vae.whole_clip_recipe(recipe)
+    done = train_loop(vae, lambda step: toy_vae.vae_loss(vae, toy_vae.batch_at(recipe.steps + step, whole), recipe),
+                      steps=recipe.whole_steps, lr=recipe.whole_lr, warmup=20, min_lr_ratio=recipe.min_lr_ratio,
+                      ckpt=work / "vae_whole.pt", log_csv=work / "vae_whole_loss.csv", deadline=deadline)
     vae.requires_grad_(False)
     return done
 
@@ -94,6 +92,14 @@ def transformer_stage(work: Path, recipe: toy_i2v.I2VRecipe, cache: dict, empty:
     return model if done else None
 
 
+def stage_seconds(work: Path) -> dict[str, float]:
+    """Summed step times of each stage over all sittings (from the loss logs); encoding not included."""
+    out = {}
+    for name in ("vae", "vae_whole", "transformer"):
+        out[name] = round(float(pd.read_csv(work / f"{name}_loss.csv")["seconds"].sum()), 1)
+    return out
+
+
 def sha256_lines(folder: Path) -> str:
     lines = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "SHA256SUMS"):
@@ -109,7 +115,7 @@ def export(out: Path, work: Path, pipe: WanImageToVideoPipeline, transformer, me
     with atomic_path(out, is_dir=True) as tmp:
         full.save_pretrained(tmp, safe_serialization=True)
         (tmp / "pretrain").mkdir()
-        for name in ("vae_loss.csv", "vae_decoder_loss.csv", "transformer_loss.csv", "latent_stats.json"):
+        for name in ("vae_loss.csv", "vae_whole_loss.csv", "transformer_loss.csv", "latent_stats.json"):
             shutil.copy(work / name, tmp / "pretrain" / name)
         write_json(tmp / "pretrain" / "recipe.json", meta)
         write_text(tmp / "SHA256SUMS", sha256_lines(tmp))
@@ -138,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     if vae is None:
         log.info("paused in the VAE stage; run the same command again to resume")
         return 3
-    stats_stage(work, vae)  # of the encoder's latents: stage 1b leaves them unchanged
-    if not decoder_stage(work, vae, vae_recipe, deadline):
-        log.info("paused in the decoder stage; run the same command again to resume")
+    if not whole_clip_stage(work, vae, vae_recipe, deadline):
+        log.info("paused in the VAE's whole-clip stage; run the same command again to resume")
         return 3
+    stats_stage(work, vae)
     pipe = toy_i2v.encoder_pipeline(vae)
     cache = cache_stage(work, pipe, i2v_recipe.clips, deadline)
     transformer = None if cache is None else transformer_stage(work, i2v_recipe, cache, toy_i2v.empty_prompt(pipe),
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     meta = {"command": "python -m loraedit.toy_pretrain " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
             "threads": args.threads, "vae": dataclasses.asdict(vae_recipe), "transformer": dataclasses.asdict(i2v_recipe),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "step_seconds": stage_seconds(work)}
     export(out, work, pipe, transformer, meta)
     log.info("wrote %s", out)
     return 0
