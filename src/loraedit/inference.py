@@ -118,6 +118,12 @@ def denoise(models: WanModels, condition: torch.Tensor, prompt_embeds: torch.Ten
     return latents
 
 
+def method_keep(method: str, keep: np.ndarray) -> np.ndarray:
+    """The keep mask a variant infers with: the naive variant (Sec. 3.1) uses the stock I2V mask at
+    inference too; every other one the per-pixel mask. keep (T, H, W) -> (T, H, W)."""
+    return cond.first_frame_keep_mask(*keep.shape) if method == "naive" else keep
+
+
 def inference_condition(frames: np.ndarray, edited_first: np.ndarray, keep: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Input video with frame 1 replaced by the edited first frame, and the keep mask.
 

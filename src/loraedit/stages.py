@@ -20,7 +20,6 @@ from . import lora_io
 from . import training as tr
 from .memory import apply as memory
 from .atomic import atomic_path
-from .conditioning import first_frame_keep_mask
 from .devices import resolve_device, resolve_dtype
 from .masks import overlay
 from .report_assets import side_by_side
@@ -180,9 +179,8 @@ def run_infer(prepared_dir, masks_dir, caption_json, method: str, model_cfg: dic
     captions = json.loads(Path(caption_json).read_text())
     models, device = load_models_for_inference(model_cfg, lora_dir)
     memory.prepare_for_inference(models.transformers, infer_cfg, device)
-    # The naive variant (Sec. 3.1) is the stock I2V mask at inference too.
-    run_keep = first_frame_keep_mask(*keep.shape) if method == "naive" else keep
-    output = inf.edit_video(models, frames, edited[0], run_keep, captions["infer_prompt"], settings, device, progress)
+    output = inf.edit_video(models, frames, edited[0], inf.method_keep(method, keep), captions["infer_prompt"],
+                            settings, device, progress)
     write_output(out_dir, output, frames, keep, meta.get("fps", 8.0))
     return output
 

@@ -107,19 +107,20 @@ def edit_in_memory(models, truth: ToyClip, work_dir: str | Path, method: str = "
 
     from . import inference as inf
     from . import training as tr
-    from .conditioning import first_frame_keep_mask
+    from .caption import DEFAULT_SPECIAL_TOKEN, make_prompt
     from .stages import lora_targets
     from .toy_eval import EVAL_INFER
 
     cpu = torch.device("cpu")
     settings = tr.TrainSettings(lr=lr, steps=steps, checkpoint_every=0, target_modules=lora_targets(models.spec))
     keep = truth.keep if keep is None else keep
-    samples = tr.encode_samples(models.encoders, truth.video, keep, method, "p3rs0n, " + truth.caption, settings, cpu)
+    train_prompt = make_prompt(DEFAULT_SPECIAL_TOKEN, truth.caption)  # as the caption stage builds it
+    samples = tr.encode_samples(models.encoders, truth.video, keep, method, train_prompt, settings, cpu)
     transformer = models.transformers[0]
     tr.add_lora(transformer, settings)
     tr.train(transformer, samples, settings, cpu, work_dir, progress=False)
-    run_keep = keep if method != "naive" else first_frame_keep_mask(*keep.shape)
-    return inf.edit_video(models, truth.video, truth.edited[0], run_keep, "p3rs0n, " + truth.edit_caption,
+    return inf.edit_video(models, truth.video, truth.edited[0], inf.method_keep(method, keep),
+                          make_prompt(DEFAULT_SPECIAL_TOKEN, truth.edit_caption),
                           inf.InferSettings.from_config({**EVAL_INFER, **(infer or {})}), cpu, progress=False)
 
 
@@ -138,8 +139,8 @@ def run_reduced(workdir: str | Path, num_clips: int = 1, overrides: dict | None 
 
     workdir = Path(workdir)
     sheet = make_toy_dataset(workdir / "data", num_clips=num_clips)
-    config = {**REDUCED, "samples": str(sheet),
-              "model": {"backend": "wan2.1-i2v-480p", "path": str(REPO / "models" / "toy-wan2.1-i2v")}}
+    # The model is config/toy-benchmark.yaml's (rules/common.smk finds its relative path from any workdir).
+    config = {**REDUCED, "samples": str(sheet)}
     for key, value in (overrides or {}).items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     with SnakemakeApi(OutputSettings(quiet=None)) as api:
