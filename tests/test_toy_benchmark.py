@@ -96,3 +96,18 @@ def test_reduced_benchmark_reproduces_the_committed_table(tmp_path):
         assert got[metric].isna().equals(want[metric].isna()), (metric, got[metric].to_dict())  # n/a where it was
         diff = (got[metric] - want[metric]).abs().dropna()
         assert diff.max() <= tol, (metric, diff.to_dict())
+
+
+def test_cli_remakes_the_reduced_table_or_scores_a_sheet(tmp_path, monkeypatch, capsys):
+    """`--reduced CSV` writes what run_reduced returns (here a stand-in frame: the run itself is the
+    test above); without a sheet or --reduced the CLI stops with a usage error."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"clip_id": ["toy100-00"], "method": ["mask"], "bg_psnr": [25.25]})
+    monkeypatch.setattr(toy_benchmark, "run_reduced", lambda workdir: frame)
+    out = tmp_path / "reduced.csv"
+    assert toy_benchmark.main(["--reduced", str(out)]) == 0
+    assert pd.read_csv(out).equals(frame)
+    with pytest.raises(SystemExit) as stop:
+        toy_benchmark.main([])
+    assert stop.value.code == 2 and "give the sheet to score" in capsys.readouterr().err

@@ -74,6 +74,10 @@ def test_one_command_pauses_resumes_and_exports_a_loadable_folder(tmp_path):
     assert models.encoders.vae.config.scale_factor_spatial == 4
     recipe = json.loads((tmp_path / "model" / "pretrain" / "recipe.json").read_text())
     assert recipe["command"].startswith("python -m loraedit.toy_pretrain")
+    assert set(recipe["step_seconds"]) == {"vae", "vae_whole", "transformer"}  # the time it took, per stage
+    assert all(v > 0 for v in recipe["step_seconds"].values())
+    whole_log = (tmp_path / "model" / "pretrain" / "vae_whole_loss.csv").read_text().splitlines()
+    assert len(whole_log) == 1 + 2  # stage 1b: the whole VAE on whole clips
 
 
 def test_plain_i2v_beats_repeating_frame_1_on_the_moving_pixels(toy_models):
