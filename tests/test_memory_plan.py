@@ -115,3 +115,18 @@ def test_setup_training_logs_the_choice_and_streams_on_the_cpu(caplog):
     mem.park(model)
     assert all(p.device.type == "cpu" for p in model.parameters())
     assert not model.blocks[0]._forward_pre_hooks  # the streamer's hooks are gone
+
+
+def test_the_planned_token_count_uses_each_transformer_s_patch():
+    """The toy model's patch is 1x1 (4x the tokens of Wan's 2x2); HunyuanVideo's is an int + patch_size_t."""
+    from loraedit.models import tiny_hunyuan
+    from loraedit.toy_i2v import I2VRecipe, build_transformer
+
+    samples = [{"latents": torch.zeros(1, 16, 5, 16, 16)}]
+    wan, toy = tiny.build_tiny_transformer(), build_transformer(I2VRecipe(num_layers=1))
+    hunyuan = tiny_hunyuan.build_tiny_transformer()
+    assert mem.patch_size_of(wan) == (1, 2, 2) and mem.patch_size_of(toy) == (1, 1, 1)
+    cfg = hunyuan.config
+    assert mem.patch_size_of(hunyuan) == (cfg.patch_size_t, cfg.patch_size, cfg.patch_size)
+    toy_tokens, wan_tokens = (mem.sample_tokens(samples, mem.patch_size_of(m)) for m in (toy, wan))
+    assert toy_tokens == 4 * wan_tokens == 16 * 16 * 5

@@ -15,10 +15,9 @@ from loraedit.video_io import read_frames
 # One clip of the default demo (toy world, seed 0), LoRA-Edit's mask method; every other key as
 # `make demo` runs it (100 LoRA steps, 20 sampling steps).
 ONE_CLIP = {"demo": {"num_clips": 1}, "methods": ["mask"], "score": {"pyiqa_metrics": ["psnr"], "qalign": False}}
-# Measured (clip toy0-00): edit colour error 51.6 against 106.2 for the unedited input (ratio 0.49),
-# background PSNR 37.95 dB. The object itself is a blob of the new colour where the input's object
-# is, not a clean shape: the small I2V transformer renders turning objects poorly (README).
-MAX_COLOR_ERR_RATIO = 0.6  # edit colour error of the output / that of the unedited input
+# Measured (clip toy0-00): edit colour error 44.4 against 106.2 for the unedited input (ratio 0.42),
+# background PSNR 37.93 dB. The edited object keeps its shape only roughly (README).
+MAX_COLOR_ERR_RATIO = 0.5  # edit colour error of the output / that of the unedited input
 MIN_BG_PSNR = 30.0
 
 

@@ -142,7 +142,8 @@ def run_train(prepared_dir, masks_dir, caption_json, method: str, model_cfg: dic
     histories, states = [], []
     for i, (transformer, t_range) in enumerate(zip(transformers, expert_t_ranges(spec))):
         init = read_lora_state(init_lora_dir, i) if init_lora_dir is not None else None
-        prepare_for_training(transformer, settings, train_cfg, device, init, tokens=memory.sample_tokens(samples))
+        tokens = memory.sample_tokens(samples, memory.patch_size_of(transformer))
+        prepare_for_training(transformer, settings, train_cfg, device, init, tokens=tokens)
         expert_dir = work_dir / f"expert{i}"
         history = tr.train(transformer, samples, settings, device, expert_dir, t_range=t_range, progress=progress)
         histories += [dict(h, expert=i) for h in history]

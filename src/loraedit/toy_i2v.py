@@ -37,12 +37,16 @@ class I2VRecipe:
     num_attention_heads: int = 4
     attention_head_dim: int = 32  # width 128
     ffn_dim: int = 512
+    # Spatial patch 1: a token per latent pixel (4x4 pixels) instead of Wan's 2x2 latent patch (8x8
+    # pixels, 64 outputs from a width-128 token). On the same compute it learned far faster (held-out
+    # loss 0.36 after 600 s against 0.49 with patch 2) and renders small objects instead of blobs.
+    patch: int = 1
     lr: float = 1e-3
     warmup: int = 100
-    steps: int = 2000  # the loss still fell at 1500 (0.229 mean over the last 150 steps)
+    steps: int = 2800
     min_lr_ratio: float = 0.05
-    batch: int = 16
-    clips: int = 768  # cached training clips (2000 steps x 16 = 42 visits each)
+    batch: int = 8  # patch 1 has 4x the tokens (16 x 16 x 5 = 1280 per clip)
+    clips: int = 768  # cached training clips (2800 steps x 8 = 29 visits each)
 
 
 ENCODER_SIZES = {"text_dim": 32, "image_dim": 32, "clip_image_size": 32}
@@ -67,7 +71,7 @@ def build_transformer(recipe: I2VRecipe, seed: int = 0) -> WanTransformer3DModel
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return WanTransformer3DModel(
-            patch_size=(1, 2, 2), num_attention_heads=recipe.num_attention_heads,
+            patch_size=(1, recipe.patch, recipe.patch), num_attention_heads=recipe.num_attention_heads,
             attention_head_dim=recipe.attention_head_dim, in_channels=36, out_channels=16,
             text_dim=ENCODER_SIZES["text_dim"], freq_dim=64, ffn_dim=recipe.ffn_dim, num_layers=recipe.num_layers,
             image_dim=ENCODER_SIZES["image_dim"], added_kv_proj_dim=dim, rope_max_seq_len=256,

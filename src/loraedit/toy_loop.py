@@ -37,7 +37,8 @@ def train_loop(model: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], *
                min_lr_ratio: float, ckpt: Path, log_csv: Path, every: int = 50, grad_clip: float = 1.0,
                deadline: float | None = None) -> bool:
     """Train `model` to `steps`, resuming from `ckpt`; True when finished, False when `deadline` (a
-    time.time() value) stopped it early (after writing a checkpoint). The log CSV has step, loss, lr, seconds."""
+    time.time() value) stopped it early (after writing a checkpoint). The log CSV has step, loss, lr,
+    seconds and threads (torch's thread count: a resumed run is bit-identical only at the same count)."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     state = load_checkpoint(ckpt)
     rows: list[dict] = []
@@ -52,7 +53,7 @@ def train_loop(model: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], *
         with atomic_path(ckpt) as tmp:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "log": rows, "step": step}, tmp)
         with atomic_path(log_csv) as tmp:
-            pd.DataFrame(rows, columns=["step", "loss", "lr", "seconds"]).to_csv(tmp, index=False)
+            pd.DataFrame(rows, columns=["step", "loss", "lr", "seconds", "threads"]).to_csv(tmp, index=False)
 
     model.train()
     for step in range(start, steps):
@@ -68,7 +69,8 @@ def train_loop(model: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], *
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"{ckpt.name}: loss became {value} at step {step + 1}")
-        rows.append({"step": step + 1, "loss": value, "lr": current, "seconds": round(time.perf_counter() - t0, 4)})
+        rows.append({"step": step + 1, "loss": value, "lr": current, "seconds": round(time.perf_counter() - t0, 4),
+                     "threads": torch.get_num_threads()})
         if (step + 1) % 10 == 0:
             log.info("%s step %d loss %.5f lr %.2e %.2fs", ckpt.stem, step + 1, value, current, rows[-1]["seconds"])
         if (step + 1) % every == 0 or step + 1 == steps:

@@ -1,6 +1,6 @@
 """Pretrain the toy Wan2.1-I2V model on the toy world, by one resumable command.
 
-    python -m loraedit.toy_pretrain --out models/toy-wan2.1-i2v --work results/toy_pretrain --threads 1
+    python -m loraedit.toy_pretrain --out models/toy-wan2.1-i2v --work results/toy_pretrain --threads 2
 
 Stages (each resumes from its checkpoint under --work; run the same command again to go on):
 1. vae: `toy_vae` recipe, frames rendered from the step number (16x16 crops of 9 frames);
@@ -92,12 +92,15 @@ def transformer_stage(work: Path, recipe: toy_i2v.I2VRecipe, cache: dict, empty:
     return model if done else None
 
 
-def stage_seconds(work: Path) -> dict[str, float]:
-    """Summed step times of each stage over all sittings (from the loss logs); encoding not included."""
-    out = {}
+def stage_times(work: Path) -> tuple[dict[str, float], dict[str, list[int]]]:
+    """Per stage, over all sittings (from the loss logs; encoding not included): the summed step
+    seconds, and the torch thread counts the steps ran with."""
+    seconds, threads = {}, {}
     for name in ("vae", "vae_whole", "transformer"):
-        out[name] = round(float(pd.read_csv(work / f"{name}_loss.csv")["seconds"].sum()), 1)
-    return out
+        steps = pd.read_csv(work / f"{name}_loss.csv")
+        seconds[name] = round(float(steps["seconds"].sum()), 1)
+        threads[name] = sorted(int(n) for n in steps["threads"].unique())
+    return seconds, threads
 
 
 def sha256_lines(folder: Path) -> str:
@@ -155,9 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     if transformer is None:
         log.info("paused before the transformer finished; run the same command again to resume")
         return 3
+    seconds, threads = stage_times(work)
     meta = {"command": "python -m loraedit.toy_pretrain " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-            "threads": args.threads, "vae": dataclasses.asdict(vae_recipe), "transformer": dataclasses.asdict(i2v_recipe),
-            "torch": torch.__version__, "step_seconds": stage_seconds(work)}
+            "threads": threads, "vae": dataclasses.asdict(vae_recipe), "transformer": dataclasses.asdict(i2v_recipe),
+            "torch": torch.__version__, "step_seconds": seconds}
     export(out, work, pipe, transformer, meta)
     log.info("wrote %s", out)
     return 0

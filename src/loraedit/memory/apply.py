@@ -30,8 +30,16 @@ class Applied:
     offload: ActivationOffload | None
 
 
+def patch_size_of(transformer) -> tuple[int, int, int]:
+    """(t, h, w) patch of a Wan (`patch_size` tuple) or HunyuanVideo (`patch_size_t` + `patch_size`) transformer."""
+    cfg = transformer.config
+    if isinstance(cfg.patch_size, int):
+        return cfg.get("patch_size_t", 1), cfg.patch_size, cfg.patch_size
+    return tuple(cfg.patch_size)
+
+
 def sample_tokens(samples: list[dict], patch_size=(1, 2, 2)) -> int:
-    """Largest latent token count among training samples (latents (1, 16, T_lat, h, w))."""
+    """Largest latent token count among training samples (latents (1, C, T_lat, h, w))."""
     pt, ph, pw = patch_size
     return max((s["latents"].shape[2] // pt) * (s["latents"].shape[3] // ph) * (s["latents"].shape[4] // pw)
                for s in samples)
