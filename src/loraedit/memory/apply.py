@@ -38,8 +38,9 @@ def patch_size_of(transformer) -> tuple[int, int, int]:
     return tuple(cfg.patch_size)
 
 
-def sample_tokens(samples: list[dict], patch_size=(1, 2, 2)) -> int:
-    """Largest latent token count among training samples (latents (1, C, T_lat, h, w))."""
+def sample_tokens(samples: list[dict], patch_size: tuple[int, int, int]) -> int:
+    """Largest latent token count among training samples (latents (1, C, T_lat, h, w)) for the
+    transformer's (t, h, w) patch (`patch_size_of`; no default: the toy model's patch is not Wan's)."""
     pt, ph, pw = patch_size
     return max((s["latents"].shape[2] // pt) * (s["latents"].shape[3] // ph) * (s["latents"].shape[4] // pw)
                for s in samples)
