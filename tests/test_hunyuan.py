@@ -127,6 +127,9 @@ def test_variants_windows_and_lora_targets(models):
     assert set(hy.TEXT_KEYS) <= set(naive[0])
     windows = tr.encode_samples(enc, frames, keep, "mask", PROMPT, tr.TrainSettings(low_cost=True, window=5), DEV)
     assert [w["name"] for w in windows] == ["window0", "window4"] and windows[1]["latents"].shape[2] == 2
+    recolored = tr.encode_samples(enc, frames, keep, "mask", PROMPT, tr.TrainSettings(recolor_copies=1), DEV)
+    assert [r["name"] for r in recolored] == ["clip", "clip~recolor0"]
+    assert not torch.equal(recolored[0]["latents"], recolored[1]["latents"])
     refs = {4: (frames[4][::-1].copy(), "p3rs0n, an edited square")}
     mixed = tr.encode_samples(enc, frames, keep, "mask+ref", PROMPT, tr.TrainSettings(), DEV, extra_refs=refs,
                               edited_first=frames[0])

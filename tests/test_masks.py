@@ -64,15 +64,13 @@ def test_flow_mask_follows_the_square(square, snap):
     root, _, region = square
     exact = masks.compute_masks(root, {"source": "flow", "shape": "exact", "flow_snap": snap})
     assert exact.shape == (T, H, W) and exact.dtype == np.uint8
-    assert exact[0].all()  # frame 0 is always kept
     edit = exact == 0
-    ious = [iou(edit[t], region[t]) for t in range(1, T)]
+    ious = [iou(edit[t], region[t]) for t in range(T)]  # frame 0 too: the file carries its region
     assert min(ious) > 0.5, np.round(ious, 2)
     # the square has moved well away from where it started: the mask really follows it
     assert iou(region[-1], region[0]) == 0 and iou(edit[-1], region[0]) < 0.1
 
     box = masks.compute_masks(root, {"source": "flow", "shape": "box", "flow_snap": snap})
-    assert box[0].all()
     assert ((box == 0) | ~edit).all()  # the box contains the exact region
     assert (box == 0).sum() > edit.sum()
 
@@ -83,8 +81,7 @@ def test_auto_picks_flow_without_and_file_with_a_mask(square, tmp_path):
     np.testing.assert_array_equal(auto, masks.compute_masks(root, {"source": "flow", "shape": "exact"}))
     write_mask_frames(tmp_path / "truth", ~region)
     given = masks.compute_masks(root, {"shape": "exact"}, given_mask_path=tmp_path / "truth")
-    np.testing.assert_array_equal(given[1:], (~region[1:]).astype(np.uint8))
-    assert given[0].all()
+    np.testing.assert_array_equal(given, (~region).astype(np.uint8))
 
 
 def test_file_mask_one_image_resized_and_resampled(tmp_path):
@@ -95,8 +92,8 @@ def test_file_mask_one_image_resized_and_resampled(tmp_path):
     big[16:48, 24:72] = 0  # the centre half is the edit region
     write_png(tmp_path / "one.png", big)
     m = masks.compute_masks(root, {"shape": "exact"}, tmp_path / "one.png", "c1")
-    assert m.shape == (5, 32, 48) and m[0].all()
-    for t in range(1, 5):  # nearest resize to 48x32 keeps it binary and in place
+    assert m.shape == (5, 32, 48)
+    for t in range(5):  # nearest resize to 48x32 keeps it binary and in place
         assert not m[t, 8:24, 12:36].any() and m[t].sum() == 32 * 48 - 16 * 24
 
     # source frame count (9): resampled with prepare's frame indices
@@ -152,7 +149,7 @@ def test_degenerate_masks_warn(tmp_path, caplog, value, word):
     write_png(tmp_path / "m.png", np.full((32, 48), value, np.uint8))
     with caplog.at_level(logging.WARNING, logger="loraedit.masks"):
         m = masks.compute_masks(root, {"shape": "exact"}, tmp_path / "m.png", "c1")
-    assert m[0].all() and (m[1:] == (1 if value else 0)).all()
+    assert (m == (1 if value else 0)).all()
     lines = [r.getMessage() for r in caplog.records if word in r.getMessage()]
     assert len(lines) == 1 and lines[0].startswith("c1: ") and "1, 2, 3, 4 of 5" in lines[0]
 
@@ -190,7 +187,7 @@ def test_registry_plugs_in_a_source(square):
 
     try:
         m = masks.compute_masks(root, {"source": "left-half", "shape": "exact"})
-        assert m[0].all() and not m[1:, :, : W // 2].any() and m[1:, :, W // 2 :].all()
+        assert not m[:, :, : W // 2].any() and m[:, :, W // 2 :].all()
     finally:
         masks.MASK_SOURCES.pop("left-half")
     with pytest.raises(ValueError, match="left-half"):

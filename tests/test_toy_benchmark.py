@@ -50,14 +50,14 @@ def test_scores_tell_the_truth_from_the_unedited_clip():
 @pytest.fixture(scope="module")
 def broken_runs(tmp_path_factory):
     """Method `mask` on one clip (30 LoRA steps, 20 sampling steps) healthy, with the keep-mask
-    inverted (training and inference), and with a LoRA that never trains (lr 0): scores each."""
+    inverted (training and inference), and with a LoRA that never trains (attached, 0 steps): scores each."""
     import torch
 
     from loraedit import toy_eval
 
     torch.set_num_threads(2)
     truth = toy_data.truth_for({"seed": 100, "index": BROKEN_CLIP, "num_frames": 17, "size": 64})
-    runs = {"healthy": {}, "inverted": {"keep": 1 - truth.keep}, "frozen": {"lr": 0.0}}
+    runs = {"healthy": {}, "inverted": {"keep": 1 - truth.keep}, "frozen": {"steps": 0}}
     scores = {}
     for name, broken in runs.items():
         models = toy_eval.load_toy(str(toy_eval.MODEL_DIR))  # fresh: the run attaches its LoRA
@@ -75,7 +75,7 @@ def test_an_inverted_keep_mask_is_caught(broken_runs):
 
 def test_a_frozen_lora_is_caught(broken_runs):
     """A LoRA that never trains leaves the pretrained model, which never learned the spatial mask:
-    the PSNR to the true edit falls by more than FROZEN_MARGIN_DB."""
+    the background PSNR falls by more than FROZEN_MARGIN_DB."""
     drop = broken_runs["healthy"][FROZEN_METRIC] - broken_runs["frozen"][FROZEN_METRIC]
     assert drop > FROZEN_MARGIN_DB, broken_runs
 

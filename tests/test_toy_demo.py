@@ -15,9 +15,10 @@ from loraedit.video_io import read_frames
 # One clip of the default demo (toy world, seed 0), LoRA-Edit's mask method; every other key as
 # `make demo` runs it (100 LoRA steps, 20 sampling steps).
 ONE_CLIP = {"demo": {"num_clips": 1}, "methods": ["mask"], "score": {"pyiqa_metrics": ["psnr"], "qalign": False}}
-# Measured (clip toy0-00): edit colour error 44.4 against 106.2 for the unedited input (ratio 0.42),
-# background PSNR 37.93 dB. The edited object keeps its shape only roughly (README).
-MAX_COLOR_ERR_RATIO = 0.5  # edit colour error of the output / that of the unedited input
+# Measured (clip toy0-00, train.recolor_copies 4 as config.yaml has it): edit colour error 36.0 against
+# 106.2 for the unedited input (ratio 0.34; 44.4 and 0.42 without the copies), background PSNR 36.13 dB.
+# The edited object keeps its shape only roughly (README).
+MAX_COLOR_ERR_RATIO = 0.45  # edit colour error of the output / that of the unedited input
 MIN_BG_PSNR = 30.0
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from loraedit import demo_data, toy_vae, toyworld
+from loraedit import demo_data, toy_pretrain, toy_vae, toyworld
 from loraedit.toy_loop import train_loop
 
 
@@ -83,3 +83,25 @@ def test_training_loop_resumes_to_identical_weights(tmp_path):
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     lines = (tmp_path / "b" / "log.csv").read_text().splitlines()
     assert len(lines) == 1 + recipe.steps  # header + one row per step, none repeated
+
+
+def test_a_checkpoint_without_thread_counts_is_refused_on_resume(tmp_path):
+    """Its log rows lack 'threads': refused before any step, naming the checkpoint (not a KeyError at export)."""
+    recipe = toy_vae.VaeRecipe(base_dim=4, batch=1, frames=5, crop=16, steps=3, warmup=1)
+    vae = toy_vae.build_vae(recipe)
+    ckpt = tmp_path / "vae.pt"
+    torch.save({"model": vae.state_dict(), "optimizer": torch.optim.AdamW(vae.parameters()).state_dict(),
+                "log": [{"step": 1, "loss": 1.0, "lr": 1e-3, "seconds": 0.1}], "step": 1}, ckpt)
+    with pytest.raises(ValueError, match=r"vae\.pt: its loss log has no per-step 'threads'"):
+        train_loop(vae, lambda s: toy_vae.vae_loss(vae, toy_vae.batch_at(s, recipe), recipe), steps=recipe.steps,
+                   lr=1e-3, warmup=1, min_lr_ratio=0.1, ckpt=ckpt, log_csv=tmp_path / "log.csv")
+
+
+def test_stage_times_names_a_log_without_thread_counts(tmp_path):
+    for name in ("vae", "vae_whole", "transformer"):
+        (tmp_path / f"{name}_loss.csv").write_text("step,loss,lr,seconds,threads\n1,1.0,0.001,0.5,2\n")
+    assert toy_pretrain.stage_times(tmp_path) == ({"vae": 0.5, "vae_whole": 0.5, "transformer": 0.5},
+                                                  {"vae": [2], "vae_whole": [2], "transformer": [2]})
+    (tmp_path / "vae_whole_loss.csv").write_text("step,loss,lr,seconds\n1,1.0,0.001,0.5\n")
+    with pytest.raises(ValueError, match=r"vae_whole_loss\.csv: rows without a 'threads' count"):
+        toy_pretrain.stage_times(tmp_path)

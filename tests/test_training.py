@@ -74,6 +74,10 @@ def test_variants_build_the_right_samples(encoders, clip):
     windows = tr.encode_samples(encoders, frames, keep, "mask", "p3rs0n, a square", s, DEV)
     assert [w["name"] for w in windows] == ["window0", "window4"]
     assert windows[0]["latents"].shape[2] == 2  # 5 frames -> 2 latent frames
+    recolored = tr.encode_samples(encoders, frames, keep, "mask", "p3rs0n, a square", tr.TrainSettings(recolor_copies=1),
+                                  DEV)
+    assert [r["name"] for r in recolored] == ["clip", "clip~recolor0"]
+    assert not torch.equal(recolored[0]["image_embeds"], recolored[1]["image_embeds"])  # frame 1 is recoloured too
     refs = {4: (frames[4][::-1].copy(), "p3rs0n, an edited square")}
     mixed = tr.encode_samples(encoders, frames, keep, "mask+ref", "p3rs0n, a square", tr.TrainSettings(), DEV,
                               extra_refs=refs, edited_first=frames[0])
@@ -127,6 +131,46 @@ def test_low_cost_steps_per_window():
     assert tr.step_order(windows, tr.TrainSettings(low_cost=True)) is None  # `steps` shared: ~25 each
     order = tr.step_order(windows, tr.TrainSettings(low_cost=True, steps_per_window=25))
     assert len(order) == 100 and [order.count(i) for i in range(4)] == [25, 25, 25, 25]
+
+
+def test_recoloured_copies_change_only_the_edit_region(clip):
+    """train.recolor_copies: each copy remaps the colours of the edit region, frame 1 included, and
+    nothing else; the copies are distinct and seeded; the part's weight is shared."""
+    frames, keep = clip
+    region = keep == 0
+    settings = tr.TrainSettings(recolor_copies=3)
+    parts = tr.clip_parts(frames, tr.stage1_keep("mask", keep), region, settings)
+    assert [name for name, *_ in parts] == ["clip", "clip~recolor0", "clip~recolor1", "clip~recolor2"]
+    assert sum(weight for *_, weight in parts) == pytest.approx(1.0)
+    assert np.array_equal(parts[0][1], frames)
+    for _, copy, part_keep, _ in parts[1:]:
+        assert np.array_equal(copy[~region], frames[~region])  # the background is untouched
+        assert not np.array_equal(copy[0][region[0]], frames[0][region[0]])  # frame 1's object too is recoloured
+        assert np.array_equal(part_keep, parts[0][2])
+    square = frames[0, 15, 14]  # (230, 200, 40), inside the square on frame 1
+    perm, invert = tr.COLOR_REMAPS[tr.recolor_remaps(settings)[0]]
+    expected = [255 - square[c] if inv else square[c] for c, inv in zip(perm, invert)]
+    assert parts[1][1][0, 15, 14].tolist() == expected
+    assert len({tuple(copy[0, 15, 14]) for _, copy, *_ in parts}) == 4
+    assert tr.recolor_remaps(settings) == tr.recolor_remaps(tr.TrainSettings(recolor_copies=3))
+    assert tr.recolor_remaps(settings) != tr.recolor_remaps(tr.TrainSettings(recolor_copies=3, seed=1))
+    windows = tr.clip_parts(frames, keep, region, tr.TrainSettings(recolor_copies=1, low_cost=True, window=5))
+    assert [(name, weight) for name, _, _, weight in windows] == [
+        ("window0", 0.25), ("window0~recolor0", 0.25), ("window4", 0.25), ("window4~recolor0", 0.25)]
+    with pytest.raises(ValueError, match=r"train.recolor_copies: 48 is outside 0..47"):
+        tr.clip_parts(frames, keep, region, tr.TrainSettings(recolor_copies=48))
+
+
+def test_recoloured_copies_take_their_parts_turns():
+    """With copies the official stage-2 schedule keeps its counts: a part's turns rotate over its copies."""
+    samples = [{"name": n, "kind": "clip", "weight": 1 / 3} for n in ("clip", "clip~recolor0", "clip~recolor1")]
+    samples.append({"name": "ref4", "kind": "ref", "weight": 9.0})
+    order = tr.step_order(samples, tr.TrainSettings())
+    assert len(order) == 100 and order.count(3) == 90
+    assert [i for i in order if i < 3] == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]  # epoch e: copy e mod 3
+    # without copies the order is the one it always was
+    assert tr.step_order([samples[0], samples[3]], tr.TrainSettings()) == tr.step_order(_kinds("clip", "ref"),
+                                                                                       tr.TrainSettings())
 
 
 def test_train_follows_the_schedule(encoders, clip, tmp_path):

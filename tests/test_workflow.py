@@ -75,7 +75,8 @@ def test_per_clip_outputs(demo_run):
         frames = read_frames(d / "prepared" / "frames")
         assert frames.shape == (9, meta["height"], meta["width"], 3)
         masks = read_frames(d / "masks")
-        assert masks.shape[:3] == frames.shape[:3] and masks[0].min() == 255  # frame 1 always kept
+        # frame 1 carries its edit region too (the conditioning, not the file, keeps frame 1 whole)
+        assert masks.shape[:3] == frames.shape[:3] and masks[0].min() == 0 and masks[0].max() == 255
         caption = json.loads((d / "caption.json").read_text())
         assert caption["train_prompt"].startswith("p3rs0n,") and caption["infer_prompt"]
         has_ref = isinstance(sheet.set_index("clip_id").loc[clip].get("extra_edits"), str)

@@ -283,7 +283,12 @@ def exact_shape(edit: np.ndarray, dilate: int = 0) -> np.ndarray:
 
 
 def shape_mask(keep: np.ndarray, cfg: dict) -> np.ndarray:
-    """Apply the configured shape to a raw keep mask ``(T, H, W)``; frame 0 becomes all ones."""
+    """Apply the configured shape to a raw keep mask ``(T, H, W)``, frame 0 included.
+
+    Frame 0's region is kept in the file (the object on the first frame: `train.recolor_copies`
+    recolours it); the conditioning, not the file, keeps frame 1 whole (`training.stage1_keep`,
+    `inference.inference_condition`), and every score reads frames 2..T only.
+    """
     edit = keep == 0
     if cfg["shape"] == "box":
         edit = box_shape(edit, float(cfg["box_grow"]), int(cfg["min_area"]))
@@ -291,9 +296,7 @@ def shape_mask(keep: np.ndarray, cfg: dict) -> np.ndarray:
         edit = exact_shape(edit, int(cfg["dilate"]))
     else:
         raise ValueError(f"masks.shape = {cfg['shape']!r}; choose box or exact")
-    out = (~edit).astype(np.uint8)
-    out[0] = 1  # frame 0 is the edited first frame itself: never regenerated
-    return out
+    return (~edit).astype(np.uint8)
 
 
 def degenerate_warnings(masks: np.ndarray, clip_id: str) -> list[str]:

@@ -97,11 +97,13 @@ def score_results(sheet: str | Path, results: str | Path, out_dir: str | Path, m
 
 
 def edit_in_memory(models, truth: ToyClip, work_dir: str | Path, method: str = "mask", steps: int = 30,
-                   lr: float = 1e-3, keep: np.ndarray | None = None, infer: dict | None = None) -> np.ndarray:
+                   lr: float = 1e-3, keep: np.ndarray | None = None, infer: dict | None = None,
+                   train: dict | None = None) -> np.ndarray:
     """One toy clip through stage 1 and inference in memory, by the calls the workflow's stages make
     (`training.encode_samples`, `add_lora`, `train`, `inference.edit_video`), for checks that break
-    one part on purpose: lr=0 is a LoRA that never trains, `keep` another keep mask (T, H, W) than
-    the truth's (an inverted one). `models` gets the LoRA attached (load fresh ones per call).
+    one part on purpose: steps=0 is a LoRA that never trains, `keep` another keep mask (T, H, W) than
+    the truth's (an inverted one); `train` / `infer` override other TrainSettings / InferSettings
+    fields. `models` gets the LoRA attached (load fresh ones per call).
     Returns the edited clip, uint8 (T, H, W, 3)."""
     import torch
 
@@ -112,7 +114,8 @@ def edit_in_memory(models, truth: ToyClip, work_dir: str | Path, method: str = "
     from .toy_eval import EVAL_INFER
 
     cpu = torch.device("cpu")
-    settings = tr.TrainSettings(lr=lr, steps=steps, checkpoint_every=0, target_modules=lora_targets(models.spec))
+    settings = tr.TrainSettings.from_config({**(train or {}), "lr": lr, "steps": steps, "checkpoint_every": 0,
+                                             "target_modules": lora_targets(models.spec)})
     keep = truth.keep if keep is None else keep
     train_prompt = make_prompt(DEFAULT_SPECIAL_TOKEN, truth.caption)  # as the caption stage builds it
     samples = tr.encode_samples(models.encoders, truth.video, keep, method, train_prompt, settings, cpu)

@@ -47,6 +47,9 @@ def train_loop(model: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], *
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         rows, start = state["log"], state["step"]
+        if any("threads" not in row for row in rows):  # fail now, not at export after hours of steps
+            raise ValueError(f"{ckpt}: its loss log has no per-step 'threads' (a checkpoint from before thread "
+                             "counts were logged); start a new --work folder")
         log.info("%s: resuming at step %d", ckpt.name, start)
 
     def save(step: int) -> None:

@@ -97,7 +97,11 @@ def stage_times(work: Path) -> tuple[dict[str, float], dict[str, list[int]]]:
     seconds, and the torch thread counts the steps ran with."""
     seconds, threads = {}, {}
     for name in ("vae", "vae_whole", "transformer"):
-        steps = pd.read_csv(work / f"{name}_loss.csv")
+        csv = work / f"{name}_loss.csv"
+        steps = pd.read_csv(csv)
+        if "threads" not in steps or steps["threads"].isna().any():
+            raise ValueError(f"{csv}: rows without a 'threads' count (a log from before thread counts were "
+                             "logged); start a new --work folder")
         seconds[name] = round(float(steps["seconds"].sum()), 1)
         threads[name] = sorted(int(n) for n in steps["threads"].unique())
     return seconds, threads

@@ -8,6 +8,7 @@ returns small tensors that are cached on disk; `train` only needs the transforme
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -70,6 +71,10 @@ class TrainSettings:
     ref_clip_image: str = "source"
     # CLIP image preprocessing: "resize" (official: whole frame to 224x224) | "center_crop" (stock diffusers)
     image_preprocess: str = "resize"
+    # Beyond the paper (0 = off, the paper): this many extra copies of the clip whose edit region
+    # (every frame, frame 1 included) has its colours remapped. The LoRA then cannot memorise the
+    # input object's colours and must carry them from frame 1, as inference asks it to.
+    recolor_copies: int = 0
 
     @classmethod
     def from_config(cls, cfg: dict) -> "TrainSettings":
@@ -95,6 +100,30 @@ def window_starts(num_frames: int, window: int) -> list[int]:
     if starts[-1] + window < num_frames:
         starts.append(num_frames - window)
     return starts
+
+
+# Colour remaps of the recoloured copies: an RGB channel permutation and a per-channel inversion
+# (255 - x), every combination but the identity (47). Unlike a hue rotation they also move white,
+# black and grey objects.
+COLOR_REMAPS = [(perm, invert) for perm in itertools.permutations(range(3)) for invert in itertools.product((False, True), repeat=3)][1:]
+
+
+def recolor_region(frames: np.ndarray, region: np.ndarray, remap: int) -> np.ndarray:
+    """frames uint8 (T, H, W, 3) with the pixels of `region` (T, H, W) bool put through COLOR_REMAPS[remap]."""
+    perm, invert = COLOR_REMAPS[remap]
+    remapped = frames[..., list(perm)]
+    remapped = np.where(np.array(invert), 255 - remapped, remapped)
+    out = frames.copy()
+    out[region] = remapped[region]
+    return out
+
+
+def recolor_remaps(settings: TrainSettings) -> list[int]:
+    """The remaps of the recoloured copies: distinct, drawn with the training seed."""
+    if not 0 <= settings.recolor_copies <= len(COLOR_REMAPS):
+        raise ValueError(f"train.recolor_copies: {settings.recolor_copies} is outside 0..{len(COLOR_REMAPS)}")
+    rng = np.random.default_rng(settings.seed)
+    return [int(i) for i in rng.choice(len(COLOR_REMAPS), size=settings.recolor_copies, replace=False)]
 
 
 def stage1_keep(variant: str, keep: np.ndarray) -> np.ndarray:
@@ -138,39 +167,54 @@ def encode_samples(encoders, frames: np.ndarray, keep: np.ndarray, variant: str,
     """
     if variant not in VARIANTS or variant == "none":
         raise ValueError(f"train: variant {variant!r} has no training samples (choose naive, mask, mask+ref)")
+    edit_region = keep < 0.5  # (T, H, W) the user's edit region, frame 1 included (recoloured copies)
     keep = stage1_keep(variant, keep)
     from .models.hunyuan import HunyuanEncoders  # Hunyuan-only module: imported on use
 
     if isinstance(encoders, HunyuanEncoders):  # HunyuanVideo-I2V: text is encoded with each sample's image
         from .training_hunyuan import encode_samples as encode_hunyuan
 
-        return encode_hunyuan(encoders, frames, keep, train_prompt, settings, device, variant == "mask+ref",
-                              extra_refs, edited_first, mask_mode)
+        return encode_hunyuan(encoders, frames, keep, edit_region, train_prompt, settings, device,
+                              variant == "mask+ref", extra_refs, edited_first, mask_mode)
     prompt_embeds, _ = cond.encode_prompts(encoders, train_prompt, None, device=device)
     samples = [_clip_sample(encoders, win, win_keep, prompt_embeds, device, weight, name, mask_mode,
                             settings.image_preprocess)
-               for name, win, win_keep, weight in clip_parts(frames, keep, settings)]
+               for name, win, win_keep, weight in clip_parts(frames, keep, edit_region, settings)]
     if variant == "mask+ref":
         samples += encode_reference_samples(encoders, frames, keep, extra_refs or {}, settings, device,
                                             edited_first, mask_mode)
     return samples
 
 
-def clip_parts(frames: np.ndarray, keep: np.ndarray, settings: TrainSettings):
+def clip_parts(frames: np.ndarray, keep: np.ndarray, edit_region: np.ndarray, settings: TrainSettings):
     """The clip's training samples before encoding: [(name, frames, keep, weight)].
 
     The whole clip, or (Sec. 4.5, low cost) its overlapping windows, each conditioned on its own
-    first frame and weighted 1 / number of windows.
+    first frame and weighted 1 / number of windows. With `recolor_copies` K, each part is followed
+    by K copies named "<part>~recolor<i>" whose `edit_region` (T, H, W) is recoloured; a part and
+    its copies share the part's weight.
     """
-    if not settings.low_cost:
-        return [("clip", frames, keep, 1.0)]
-    starts = window_starts(len(frames), settings.window)
+    if settings.low_cost:
+        starts = window_starts(len(frames), settings.window)
+        spans = [(f"window{s}", s, s + settings.window) for s in starts]
+    else:
+        spans = [("clip", 0, len(frames))]
+    remaps = recolor_remaps(settings)
+    weight = 1.0 / (len(spans) * (1 + len(remaps)))
     parts = []
-    for s in starts:
-        win_keep = keep[s:s + settings.window].copy()
-        win_keep[0] = 1  # each window is conditioned on its own first frame
-        parts.append((f"window{s}", frames[s:s + settings.window], win_keep, 1.0 / len(starts)))
+    for name, start, stop in spans:
+        part_keep = keep[start:stop].copy()
+        part_keep[0] = 1  # each window is conditioned on its own first frame
+        part = frames[start:stop]
+        parts.append((name, part, part_keep, weight))
+        parts += [(f"{name}~recolor{i}", recolor_region(part, edit_region[start:stop], remap), part_keep, weight)
+                  for i, remap in enumerate(remaps)]
     return parts
+
+
+def copy_group(sample: dict) -> str:
+    """The part a sample belongs to: its name without the "~recolor<i>" of a recoloured copy."""
+    return sample["name"].split("~")[0]
 
 
 def reference_clip_image(frames: np.ndarray, t: int, edited_first: np.ndarray | None,
@@ -345,10 +389,15 @@ def step_order(samples: list[dict], settings: TrainSettings) -> list[int] | None
 
     Epochs (each a seeded shuffle of its pool) give exact update counts: stage 2 with the official
     schedule (clip samples once, each reference `ref_repeats` times, `ref_epochs` epochs) and
-    low-cost windows with `steps_per_window` (every window once per epoch).
+    low-cost windows with `steps_per_window` (every window once per epoch). A clip part's recoloured copies take its turns in rotation (epoch e: copy e mod (1 + K)), so
+    they leave the update counts unchanged.
     """
-    clips = [i for i, s in enumerate(samples) if s.get("kind", "clip") == "clip"]
-    refs = [i for i, s in enumerate(samples) if s.get("kind") == "ref"]
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        if s.get("kind", "clip") == "clip":
+            groups.setdefault(copy_group(s), []).append(i)
+    clips = list(groups.values())  # per part: [the part, its copies...]
+    refs = [[i] for i, s in enumerate(samples) if s.get("kind") == "ref"]
     if refs and settings.ref_schedule not in ("official", "shared"):
         raise ValueError(f"train.ref_schedule: unknown {settings.ref_schedule!r} (official|shared)")
     if refs and settings.ref_schedule == "official":
@@ -358,8 +407,10 @@ def step_order(samples: list[dict], settings: TrainSettings) -> list[int] | None
     else:
         return None
     generator = torch.Generator().manual_seed(settings.seed + 1)  # apart from the noise/timestep stream
-    pool_t = torch.tensor(pool)
-    return [int(i) for _ in range(epochs) for i in pool_t[torch.randperm(len(pool), generator=generator)]]
+    order = []
+    for epoch in range(epochs):
+        order += [pool[int(i)][epoch % len(pool[int(i)])] for i in torch.randperm(len(pool), generator=generator)]
+    return order
 
 
 def _checkpoint_file(out_dir: Path) -> Path:

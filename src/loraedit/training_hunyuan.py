@@ -34,17 +34,19 @@ def _sample(encoders: HunyuanEncoders, target: np.ndarray, source: np.ndarray, k
 
 
 @torch.no_grad()
-def encode_samples(encoders: HunyuanEncoders, frames: np.ndarray, keep: np.ndarray, train_prompt: str,
-                   settings: tr.TrainSettings, device: torch.device, with_refs: bool, extra_refs: dict | None = None,
-                   edited_first: np.ndarray | None = None, mask_mode: str = "nearest") -> list[dict]:
-    """`training.encode_samples` for this backend; `keep` is already the variant's stage-1 mask.
+def encode_samples(encoders: HunyuanEncoders, frames: np.ndarray, keep: np.ndarray, edit_region: np.ndarray,
+                   train_prompt: str, settings: tr.TrainSettings, device: torch.device, with_refs: bool,
+                   extra_refs: dict | None = None, edited_first: np.ndarray | None = None,
+                   mask_mode: str = "nearest") -> list[dict]:
+    """`training.encode_samples` for this backend; `keep` is already the variant's stage-1 mask,
+    `edit_region` (T, H, W) bool the user's edit region (`train.recolor_copies`).
 
     Clip (or low-cost windows, each conditioned on its own first frame, image = that frame) and, for
     mask+ref, one sample per extra edited frame (target = the edited frame, condition = the unedited
     frame greyed by its own mask, image = `train.ref_clip_image`).
     """
     samples = [_sample(encoders, win, win, win_keep, train_prompt, win[0], name, "clip", weight, mask_mode, device)
-               for name, win, win_keep, weight in tr.clip_parts(frames, keep, settings)]
+               for name, win, win_keep, weight in tr.clip_parts(frames, keep, edit_region, settings)]
     if not with_refs:
         return samples
     if not extra_refs:
