@@ -74,8 +74,8 @@ def test_variants_build_the_right_samples(encoders, clip):
     windows = tr.encode_samples(encoders, frames, keep, "mask", "p3rs0n, a square", s, DEV)
     assert [w["name"] for w in windows] == ["window0", "window4"]
     assert windows[0]["latents"].shape[2] == 2  # 5 frames -> 2 latent frames
-    recolored = tr.encode_samples(encoders, frames, keep, "mask", "p3rs0n, a square", tr.TrainSettings(recolor_copies=1),
-                                  DEV)
+    recolored = tr.encode_samples(encoders, frames, keep, "mask", "p3rs0n, a square",
+                                  tr.TrainSettings(recolor_copies=1), DEV)
     assert [r["name"] for r in recolored] == ["clip", "clip~recolor0"]
     assert not torch.equal(recolored[0]["image_embeds"], recolored[1]["image_embeds"])  # frame 1 is recoloured too
     refs = {4: (frames[4][::-1].copy(), "p3rs0n, an edited square")}

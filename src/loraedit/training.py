@@ -105,7 +105,8 @@ def window_starts(num_frames: int, window: int) -> list[int]:
 # Colour remaps of the recoloured copies: an RGB channel permutation and a per-channel inversion
 # (255 - x), every combination but the identity (47). Unlike a hue rotation they also move white,
 # black and grey objects.
-COLOR_REMAPS = [(perm, invert) for perm in itertools.permutations(range(3)) for invert in itertools.product((False, True), repeat=3)][1:]
+COLOR_REMAPS = [(perm, invert) for perm in itertools.permutations(range(3))
+                for invert in itertools.product((False, True), repeat=3)][1:]
 
 
 def recolor_region(frames: np.ndarray, region: np.ndarray, remap: int) -> np.ndarray:
@@ -389,8 +390,9 @@ def step_order(samples: list[dict], settings: TrainSettings) -> list[int] | None
 
     Epochs (each a seeded shuffle of its pool) give exact update counts: stage 2 with the official
     schedule (clip samples once, each reference `ref_repeats` times, `ref_epochs` epochs) and
-    low-cost windows with `steps_per_window` (every window once per epoch). A clip part's recoloured copies take its turns in rotation (epoch e: copy e mod (1 + K)), so
-    they leave the update counts unchanged.
+    low-cost windows with `steps_per_window` (every window once per epoch). A clip part's
+    recoloured copies take its turns in rotation (epoch e: copy e mod (1 + K)), so they leave the
+    update counts unchanged.
     """
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
