@@ -25,6 +25,7 @@ OVERRIDES = {
     "model": {"backend": "tiny", "path": None},
     "demo": {"enabled": True, "world": "shapes", "num_clips": 3, "num_frames": 9, "seed": 0},
     "prepare": {"num_frames": 9, "landscape": [64, 48], "portrait": [48, 64], "square": [48, 48]},
+    "masks": {"shape": "box"},  # the official box of the real configs (the toy demo uses exact masks)
     "methods": ["naive", "mask", "mask+ref", "none"],
     "train": {"steps": 6, "checkpoint_every": 3},
     "train_ref": {"ref_epochs": 1, "ref_repeats": 2},  # official schedule: 1 x (clip + 2 x ref) = 3 steps
