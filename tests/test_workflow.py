@@ -26,7 +26,9 @@ OVERRIDES = {
     "demo": {"enabled": True, "world": "shapes", "num_clips": 3, "num_frames": 9, "seed": 0},
     "prepare": {"num_frames": 9, "landscape": [64, 48], "portrait": [48, 64], "square": [48, 48]},
     "masks": {"shape": "box"},  # the official box of the real configs (the toy demo uses exact masks)
-    "methods": ["naive", "mask", "mask+ref", "none"],
+    # `none` (no LoRA) runs in the Hunyuan workflow test and the reduced toy benchmark; left out
+    # here to keep the suite within its time budget.
+    "methods": ["naive", "mask", "mask+ref"],
     "train": {"steps": 6, "checkpoint_every": 3},
     "train_ref": {"ref_epochs": 1, "ref_repeats": 2},  # official schedule: 1 x (clip + 2 x ref) = 3 steps
     "infer": {"num_steps": 3, "composite_background": True},
@@ -58,7 +60,7 @@ def test_tables_and_manifest(demo_run):
     metrics = pd.read_csv(tables / "metrics.csv")
     assert {"clip_id", "method", "clip_score", "input_similarity", "bg_psnr", "warp_error"} <= set(metrics.columns)
     methods = set(metrics["method"])
-    assert {"naive", "mask", "none", "mask+composite"} <= methods
+    assert {"naive", "mask", "mask+composite"} <= methods
     assert "mask+ref" in methods  # the demo has one clip with an extra edited frame
     assert (tables / "metrics.md").read_text().count("|") > 10
     assert "\\toprule" in (tables / "metrics.tex").read_text()
@@ -81,7 +83,7 @@ def test_per_clip_outputs(demo_run):
         caption = json.loads((d / "caption.json").read_text())
         assert caption["train_prompt"].startswith("p3rs0n,") and caption["infer_prompt"]
         has_ref = isinstance(sheet.set_index("clip_id").loc[clip].get("extra_edits"), str)
-        for method in ["naive", "mask", "none"] + (["mask+ref"] if has_ref else []):
+        for method in ["naive", "mask"] + (["mask+ref"] if has_ref else []):
             out = d / method / "output"
             video = read_frames(out / "frames")
             assert video.shape == frames.shape and video.dtype == np.uint8
@@ -90,14 +92,13 @@ def test_per_clip_outputs(demo_run):
             scores = json.loads((d / method / "scores.json").read_text())
             assert scores["clip_id"] == clip and scores["method"] == method
             assert any(m["value"] is not None for m in scores["metrics"].values())
-            if method != "none":
-                lora = load_file(str(d / method / "lora" / "pytorch_lora_weights.safetensors"))
-                assert any(k.startswith("transformer.blocks.0.attn1.to_q.lora_A") for k in lora)
-                wan = load_file(str(d / method / "lora" / "lora_wan.safetensors"))
-                assert "diffusion_model.blocks.0.self_attn.q.lora_A.weight" in wan
-                loss = pd.read_csv(d / method / "loss.csv")
-                assert len(loss) == (3 if method == "mask+ref" else 6) and np.isfinite(loss["loss"]).all()
-                assert not (d / method / "work" / "expert0" / "checkpoint.pt").exists()
+            lora = load_file(str(d / method / "lora" / "pytorch_lora_weights.safetensors"))
+            assert any(k.startswith("transformer.blocks.0.attn1.to_q.lora_A") for k in lora)
+            wan = load_file(str(d / method / "lora" / "lora_wan.safetensors"))
+            assert "diffusion_model.blocks.0.self_attn.q.lora_A.weight" in wan
+            loss = pd.read_csv(d / method / "loss.csv")
+            assert len(loss) == (3 if method == "mask+ref" else 6) and np.isfinite(loss["loss"]).all()
+            assert not (d / method / "work" / "expert0" / "checkpoint.pt").exists()
         assert probe(d / "side_by_side.mp4")["num_frames"] == 9
 
 
