@@ -35,7 +35,7 @@ system-deps:
 	@for setup in .ci/setup.d/*.sh; do bash "$$setup" || exit 1; done
 
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
