@@ -10,6 +10,16 @@ from loraedit.samples import load_samples, sample_row
 
 validate(config, schema="../config/config.schema.yaml")
 
+# The LoRA learns the transformer's mask channels as training builds them: sampling must build them alike.
+_mask_modes = {
+    part: config[part].get("mask_downsample", "nearest") for part in ("train", "infer")
+}
+if _mask_modes["train"] != _mask_modes["infer"]:
+    raise ValueError(
+        f"config: train.mask_downsample ({_mask_modes['train']}) and infer.mask_downsample "
+        f"({_mask_modes['infer']}) differ: set both to nearest or both to conservative"
+    )
+
 # The pretrained toy model ships inside the workflow (models/toy-wan2.1-i2v): a relative model.path
 # that is not found in the working directory but is a folder of the workflow is taken from there,
 # so the default config runs from any --directory.

@@ -22,12 +22,14 @@ def _value(scores, name):
 
 
 def test_sheet_carries_the_exact_truth(tmp_path):
-    sheet = toy_data.make_toy_dataset(tmp_path / "toy", num_clips=2, seed=100, num_frames=9)
+    sheet = toy_data.make_toy_dataset(tmp_path / "toy", num_clips=4, seed=100, num_frames=9)
     df = load_samples(sheet)  # validates every path
-    assert list(df.index) == ["toy100-00", "toy100-01"]
-    assert df.loc["toy100-00", "extra_edits"] and not df.loc["toy100-01", "extra_edits"]
+    assert list(df.index) == ["toy100-00", "toy100-01", "toy100-02", "toy100-03"]
     for clip_id, row in df.iterrows():
         truth = toy_data.truth_for(json.loads((sheet.parent / clip_id / "toy.json").read_text()))
+        # an extra edited frame exactly where the edited card shows its back: the even clips' cards,
+        # toy100-01's card (an odd clip), not toy100-03's one-sided object
+        assert bool(row["extra_edits"]) == bool(truth.back.any()) == (clip_id != "toy100-03"), clip_id
         assert np.array_equal(read_frames(row["video"]), truth.video)  # PNG folders: lossless
         assert np.array_equal(read_frames(row["gt_video"]), truth.edited)
         assert np.array_equal(read_mask(row["mask"]).astype(bool), truth.keep.astype(bool))

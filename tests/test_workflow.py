@@ -107,20 +107,31 @@ def test_no_temporary_files_left(demo_run):
     assert not leftovers, leftovers
 
 
+def _dry_run(workdir: Path, overrides: str) -> subprocess.CompletedProcess:
+    """`snakemake -n` on the default config plus `overrides` (YAML text)."""
+    path = workdir / "run.yaml"
+    path.write_text(overrides)
+    return subprocess.run(
+        [str(REPO / ".venv" / "bin" / "snakemake"), "-n", "--cores", "1", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(workdir), "--configfile", str(REPO / "config" / "config.yaml"), str(path)],
+        capture_output=True, text=True,
+    )
+
+
 def test_bad_sheet_fails_before_the_dag(tmp_path):
     sheet = tmp_path / "samples.tsv"
     sheet.write_text("clip_id\tvideo\tedited_first_frame\nok\tmissing.mp4\tmissing.png\nbad id\tx.mp4\ty.png\n")
-    overrides = tmp_path / "run.yaml"
-    overrides.write_text(f"samples: {sheet}\ndemo:\n  enabled: false\n")
-    proc = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "snakemake"), "-n", "--cores", "1", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(tmp_path), "--configfile", str(REPO / "config" / "config.yaml"), str(overrides)],
-        capture_output=True, text=True,
-    )
+    proc = _dry_run(tmp_path, f"samples: {sheet}\ndemo:\n  enabled: false\n")
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "line 2 (clip ok)" in out and "missing.mp4" in out
     assert "line 3" in out and "bad id" in out
+
+
+def test_train_and_infer_mask_downsampling_must_agree(tmp_path):
+    proc = _dry_run(tmp_path, "train:\n  mask_downsample: conservative\ninfer:\n  mask_downsample: nearest\n")
+    assert proc.returncode != 0
+    assert "train.mask_downsample (conservative) and infer.mask_downsample (nearest) differ" in proc.stdout + proc.stderr
 
 
 def test_report_of_the_demo_run_renders(demo_run, tmp_path):

@@ -118,7 +118,8 @@ def edit_in_memory(models, truth: ToyClip, work_dir: str | Path, method: str = "
                                              "target_modules": lora_targets(models.spec)})
     keep = truth.keep if keep is None else keep
     train_prompt = make_prompt(DEFAULT_SPECIAL_TOKEN, truth.caption)  # as the caption stage builds it
-    samples = tr.encode_samples(models.encoders, truth.video, keep, method, train_prompt, settings, cpu)
+    samples = tr.encode_samples(models.encoders, truth.video, keep, method, train_prompt, settings, cpu,
+                                mask_mode=(train or {}).get("mask_downsample", "nearest"))  # as stages.run_train
     transformer = models.transformers[0]
     tr.add_lora(transformer, settings)
     tr.train(transformer, samples, settings, cpu, work_dir, progress=False)

@@ -1,8 +1,8 @@
 """A benchmark sheet of toy-world clips with true edits (the miniature of the paper's evaluation).
 
-Even clips edit a two-sided card: their sheet row has an extra edited frame (the frame that shows
-most of the card's back, whose new colour frame 1 cannot tell; Sec. 3.3.2), so `mask+ref` runs on
-them. Odd clips are any scene. Each clip folder also holds ``toy.json`` (seed, index, kind, size),
+Even clips edit a two-sided card; odd clips are any scene (some edit a card too). Every clip whose
+edited card shows its back has an extra edited frame in its sheet row (the frame that shows most
+of the back, whose new colour frame 1 cannot tell; Sec. 3.3.2), so `mask+ref` runs on it. Each clip folder also holds ``toy.json`` (seed, index, kind, size),
 from which `toy_benchmark` re-renders the exact truth (edited video, keep mask, back-side mask).
 Videos and ground truth are PNG folders (lossless), the true keep mask is in the sheet.
 
@@ -42,7 +42,7 @@ def make_toy_dataset(out_dir: str | os.PathLike, num_clips: int = 16, seed: int 
             info = {"seed": seed, "index": i, "num_frames": num_frames, "size": size}
             clip = truth_for(info)
             clip_id = f"toy{seed}-{i:02d}"
-            extra = {clip.extra_frames[0]: clip.edited[clip.extra_frames[0]]} if i % 2 == 0 else {}
+            extra = {clip.extra_frames[0]: clip.edited[clip.extra_frames[0]]} if clip.extra_frames else {}
             rows.append(write_clip(Path(tmp), clip_id, clip.video, clip.edited, clip.keep, extra, as_folder=True,
                                    give_mask=True, prompt=f"p3rs0n, {clip.edit_caption}",
                                    source_prompt=clip.caption, gt_as_folder=True))
