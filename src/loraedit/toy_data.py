@@ -2,9 +2,10 @@
 
 Even clips edit a two-sided card; odd clips are any scene (some edit a card too). Every clip whose
 edited card shows its back has an extra edited frame in its sheet row (the frame that shows most
-of the back, whose new colour frame 1 cannot tell; Sec. 3.3.2), so `mask+ref` runs on it. Each clip folder also holds ``toy.json`` (seed, index, kind, size),
-from which `toy_benchmark` re-renders the exact truth (edited video, keep mask, back-side mask).
-Videos and ground truth are PNG folders (lossless), the true keep mask is in the sheet.
+of the back, whose new colour frame 1 cannot tell; Sec. 3.3.2), so `mask+ref` runs on it. Each
+clip folder also holds ``toy.json`` (seed, index, kind, size), from which `toy_benchmark`
+re-renders the exact truth (edited video, keep mask, back-side mask). Videos and ground truth are
+PNG folders (lossless), the true keep mask is in the sheet.
 
 CLI: ``python -m loraedit.toy_data OUT_DIR [--num-clips 16] [--seed 100] [--num-frames 17] [--size 64]``
 """
