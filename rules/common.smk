@@ -10,15 +10,19 @@ from loraedit.samples import load_samples, sample_row
 
 validate(config, schema="../config/config.schema.yaml")
 
-# The LoRA learns the transformer's mask channels as training builds them: sampling must build them alike.
-_mask_modes = {
-    part: config[part].get("mask_downsample", "nearest") for part in ("train", "infer")
-}
-if _mask_modes["train"] != _mask_modes["infer"]:
-    raise ValueError(
-        f"config: train.mask_downsample ({_mask_modes['train']}) and infer.mask_downsample "
-        f"({_mask_modes['infer']}) differ: set both to nearest or both to conservative"
-    )
+# The LoRA learns the transformer's mask channels as training builds them (stage 2: `train_ref` on
+# top of `train`, as train_settings merges them): sampling must build them alike.
+_mask_modes = {"train": config["train"].get("mask_downsample", "nearest")}
+_mask_modes["train_ref"] = config.get("train_ref", {}).get(
+    "mask_downsample", _mask_modes["train"]
+)
+_infer_mask_mode = config["infer"].get("mask_downsample", "nearest")
+for _part, _mode in _mask_modes.items():
+    if _mode != _infer_mask_mode:
+        raise ValueError(
+            f"config: {_part}.mask_downsample ({_mode}) and infer.mask_downsample "
+            f"({_infer_mask_mode}) differ: set both to nearest or both to conservative"
+        )
 
 # The pretrained toy model ships inside the workflow (models/toy-wan2.1-i2v): a relative model.path
 # that is not found in the working directory but is a folder of the workflow is taken from there,

@@ -128,10 +128,11 @@ def test_bad_sheet_fails_before_the_dag(tmp_path):
     assert "line 3" in out and "bad id" in out
 
 
-def test_train_and_infer_mask_downsampling_must_agree(tmp_path):
-    proc = _dry_run(tmp_path, "train:\n  mask_downsample: conservative\ninfer:\n  mask_downsample: nearest\n")
+@pytest.mark.parametrize("part", ["train", "train_ref"])  # train_ref: stage 2 (mask+ref) on top of train
+def test_train_and_infer_mask_downsampling_must_agree(tmp_path, part):
+    proc = _dry_run(tmp_path, f"{part}:\n  mask_downsample: conservative\ninfer:\n  mask_downsample: nearest\n")
     assert proc.returncode != 0
-    assert "train.mask_downsample (conservative) and infer.mask_downsample (nearest) differ" in proc.stdout + proc.stderr
+    assert f"{part}.mask_downsample (conservative) and infer.mask_downsample (nearest) differ" in proc.stdout + proc.stderr
 
 
 def test_report_of_the_demo_run_renders(demo_run, tmp_path):
