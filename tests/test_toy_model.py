@@ -79,8 +79,40 @@ def test_one_command_pauses_resumes_and_exports_a_loadable_folder(tmp_path):
     assert set(recipe["step_seconds"]) == {"vae", "vae_whole", "transformer"}  # the time it took, per stage
     assert all(v > 0 for v in recipe["step_seconds"].values())
     assert recipe["threads"] == {"vae": [1], "vae_whole": [1], "transformer": [1]}  # --threads' default, per stage
+    assert recipe["devices"] == {"vae": ["cpu"], "vae_whole": ["cpu"], "transformer": ["cpu"]}
     whole_log = (tmp_path / "model" / "pretrain" / "vae_whole_loss.csv").read_text().splitlines()
     assert len(whole_log) == 1 + 2  # stage 1b: the whole VAE on whole clips
+
+
+def test_a_new_transformer_on_the_committed_vae(tmp_path):
+    """--vae-from: stages 3-5 only, on the committed VAE (its weights, logs and statistics carried over),
+    with the cache's clips rendered by worker processes."""
+    out = tmp_path / "model"
+    args = ["--out", str(out), "--work", str(tmp_path / "work"), "--vae-from", str(MODEL), "--workers", "2",
+            "--i2v", '{"steps": 2, "warmup": 1, "clips": 2, "batch": 2, "num_layers": 1}']
+    assert toy_pretrain.main(args) == 0
+    recipe = json.loads((out / "pretrain" / "recipe.json").read_text())
+    committed = json.loads((MODEL / "pretrain" / "recipe.json").read_text())
+    assert recipe["vae_from"] == str(MODEL) and recipe["vae"] == committed["vae"]
+    assert recipe["transformer"]["num_layers"] == 1
+    assert recipe["step_seconds"]["vae"] == committed["step_seconds"]["vae"]  # the VAE's time, from its logs
+    for name in ("vae_loss.csv", "vae_whole_loss.csv", "latent_stats.json"):
+        assert (out / "pretrain" / name).read_bytes() == (MODEL / "pretrain" / name).read_bytes(), name
+    new, old = toy_eval.load_toy(str(out)).encoders.vae, toy_eval.load_toy(str(MODEL)).encoders.vae
+    assert new.config.latents_mean == old.config.latents_mean
+    assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values()))
+
+
+def test_vae_from_a_folder_that_is_no_exported_model_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"--vae-from .*nothing: not an exported toy model \(missing .*recipe\.json"):
+        toy_pretrain.main(["--out", str(tmp_path / "m"), "--work", str(tmp_path / "w"),
+                           "--vae-from", str(tmp_path / "nothing")])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"--device cuda: no CUDA device here"):
+        toy_pretrain.main(["--device", "cuda", "--out", str(tmp_path / "m"), "--work", str(tmp_path / "w")])
 
 
 def test_plain_i2v_beats_repeating_frame_1(toy_models):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from loraedit import demo_data, toy_pretrain, toy_vae, toyworld
-from loraedit.toy_loop import train_loop
+from loraedit import demo_data, toy_i2v, toy_pretrain, toy_vae, toyworld
+from loraedit.toy_loop import step_batches, train_loop
 
 
 def test_render_is_deterministic_and_seeded():
@@ -63,15 +63,16 @@ def test_objects_move():
 
 
 def test_training_loop_resumes_to_identical_weights(tmp_path):
-    """A run stopped after its first step and started again ends bit-identical to an unbroken run."""
+    """A run stopped after its first step and started again ends bit-identical to an unbroken run,
+    and so does a run whose batches worker processes build ahead."""
     torch.set_num_threads(1)
     recipe = toy_vae.VaeRecipe(base_dim=4, batch=1, frames=5, crop=16, steps=3, warmup=1)
 
-    def run(folder, deadline):
+    def run(folder, deadline, workers=0):
         vae = toy_vae.build_vae(recipe)
-        done = train_loop(vae, lambda s: toy_vae.vae_loss(vae, toy_vae.batch_at(s, recipe), recipe), steps=recipe.steps,
-                          lr=1e-3, warmup=1, min_lr_ratio=0.1, ckpt=folder / "vae.pt", log_csv=folder / "log.csv",
-                          every=100, deadline=deadline)
+        done = train_loop(vae, lambda x: toy_vae.vae_loss(vae, x, recipe), lambda s: toy_vae.batch_at(s, recipe),
+                          steps=recipe.steps, lr=1e-3, warmup=1, min_lr_ratio=0.1, ckpt=folder / "vae.pt",
+                          log_csv=folder / "log.csv", every=100, deadline=deadline, workers=workers)
         return done, vae.state_dict()
 
     done, straight = run(tmp_path / "a", None)
@@ -83,6 +84,17 @@ def test_training_loop_resumes_to_identical_weights(tmp_path):
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     lines = (tmp_path / "b" / "log.csv").read_text().splitlines()
     assert len(lines) == 1 + recipe.steps  # header + one row per step, none repeated
+    assert lines[0].endswith(",threads,device") and all(line.endswith(",1,cpu") for line in lines[1:])
+    done, prefetched = run(tmp_path / "c", None, workers=2)
+    assert done
+    assert all(torch.equal(straight[k], prefetched[k]) for k in straight)
+
+
+def test_step_batches_come_in_step_order_from_workers():
+    assert list(step_batches(lambda s: (s, f"clip {s}"), 3, 9, workers=2)) == [(s, f"clip {s}") for s in range(3, 9)]
+    video, caption = next(step_batches(toy_i2v.training_clip, 5, 6, workers=1))
+    assert isinstance(video, np.ndarray) and video.dtype == np.uint8  # as built, not converted to a tensor
+    assert np.array_equal(video, toy_i2v.training_clip(5)[0]) and caption == toy_i2v.training_clip(5)[1]
 
 
 def test_a_checkpoint_without_thread_counts_is_refused_on_resume(tmp_path):
@@ -93,15 +105,17 @@ def test_a_checkpoint_without_thread_counts_is_refused_on_resume(tmp_path):
     torch.save({"model": vae.state_dict(), "optimizer": torch.optim.AdamW(vae.parameters()).state_dict(),
                 "log": [{"step": 1, "loss": 1.0, "lr": 1e-3, "seconds": 0.1}], "step": 1}, ckpt)
     with pytest.raises(ValueError, match=r"vae\.pt: its loss log has no per-step 'threads'"):
-        train_loop(vae, lambda s: toy_vae.vae_loss(vae, toy_vae.batch_at(s, recipe), recipe), steps=recipe.steps,
-                   lr=1e-3, warmup=1, min_lr_ratio=0.1, ckpt=ckpt, log_csv=tmp_path / "log.csv")
+        train_loop(vae, lambda x: toy_vae.vae_loss(vae, x, recipe), lambda s: toy_vae.batch_at(s, recipe),
+                   steps=recipe.steps, lr=1e-3, warmup=1, min_lr_ratio=0.1, ckpt=ckpt, log_csv=tmp_path / "log.csv")
 
 
 def test_stage_times_names_a_log_without_thread_counts(tmp_path):
     for name in ("vae", "vae_whole", "transformer"):
         (tmp_path / f"{name}_loss.csv").write_text("step,loss,lr,seconds,threads\n1,1.0,0.001,0.5,2\n")
+    (tmp_path / "transformer_loss.csv").write_text("step,loss,lr,seconds,threads,device\n1,1.0,0.001,0.5,2,cuda\n")
     assert toy_pretrain.stage_times(tmp_path) == ({"vae": 0.5, "vae_whole": 0.5, "transformer": 0.5},
-                                                  {"vae": [2], "vae_whole": [2], "transformer": [2]})
+                                                  {"vae": [2], "vae_whole": [2], "transformer": [2]},
+                                                  {"vae": ["cpu"], "vae_whole": ["cpu"], "transformer": ["cuda"]})
     (tmp_path / "vae_whole_loss.csv").write_text("step,loss,lr,seconds\n1,1.0,0.001,0.5\n")
     with pytest.raises(ValueError, match=r"vae_whole_loss\.csv: rows without a 'threads' count"):
         toy_pretrain.stage_times(tmp_path)

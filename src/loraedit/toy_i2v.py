@@ -92,21 +92,24 @@ def encoder_pipeline(vae, seed: int = 0) -> WanImageToVideoPipeline:
 
 @torch.no_grad()
 def encode_clip(pipe: WanImageToVideoPipeline, video: np.ndarray, caption: str) -> dict:
-    """One training clip: uint8 (T, H, W, 3) -> cached tensors (batch dim 1 dropped)."""
+    """One training clip: uint8 (T, H, W, 3) -> cached tensors on the CPU (batch dim 1 dropped),
+    encoded on the pipeline's device."""
+    device = pipe.vae.device
     x = cond.frames_to_video(video)  # (1, 3, T, H, W)
     keep = torch.from_numpy(cond.first_frame_keep_mask(*video.shape[:3]).astype(np.float32))[None]  # (1, T, H, W)
-    prompt, _ = cond.encode_prompts(pipe, caption, None, device=torch.device("cpu"))
-    return {
+    prompt, _ = cond.encode_prompts(pipe, caption, None, device=device)
+    items = {
         "latents": cond.encode_video(pipe.vae, x)[0],  # (16, T_lat, h, w)
         "condition": cond.build_condition(pipe.vae, x, keep)[0],  # (20, T_lat, h, w)
         "prompt_embeds": prompt[0],  # (512, D_text)
-        "image_embeds": cond.encode_image(pipe, video[0], torch.device("cpu"))[0],  # (N, D_img)
+        "image_embeds": cond.encode_image(pipe, video[0], device)[0],  # (N, D_img)
     }
+    return {k: v.cpu() for k, v in items.items()}
 
 
 @torch.no_grad()
 def empty_prompt(pipe: WanImageToVideoPipeline) -> torch.Tensor:
-    return cond.encode_prompts(pipe, "", None, device=torch.device("cpu"))[0][0]  # (512, D_text)
+    return cond.encode_prompts(pipe, "", None, device=pipe.vae.device)[0][0].cpu()  # (512, D_text)
 
 
 def training_clip(index: int) -> tuple[np.ndarray, str]:
@@ -115,17 +118,20 @@ def training_clip(index: int) -> tuple[np.ndarray, str]:
 
 
 def batch_at(step: int, cache: dict, empty: torch.Tensor, batch: int):
-    """(x0, condition, prompt, image, t, noise) of `step`, a function of step only.
+    """(x0, condition, prompt, image, t, noise) of `step`, a function of step only, on the cache's device.
 
     cache: stacked tensors {latents (N, 16, T_lat, h, w), condition (N, 20, ...), prompt_embeds (N, 512, D),
-    image_embeds (N, M, D_img)}; t (B,) uniform in (0, 1); noise like x0.
+    image_embeds (N, M, D_img)}; t (B,) uniform in (0, 1); noise like x0. The random draws are made on
+    the CPU, so every device trains on the same indices, timesteps and noise.
     """
     g = torch.Generator().manual_seed(I2V_SEED_BASE + step)
     idx = torch.randint(0, cache["latents"].shape[0], (batch,), generator=g)
     drop = torch.rand(batch, generator=g) < EMPTY_CAPTION_P
-    prompt = torch.where(drop[:, None, None], empty[None], cache["prompt_embeds"][idx])
     t = torch.rand(batch, generator=g)
-    noise = torch.randn(cache["latents"][idx].shape, generator=g)
+    noise = torch.randn((batch, *cache["latents"].shape[1:]), generator=g)
+    device = cache["latents"].device
+    idx, drop, t, noise = idx.to(device), drop.to(device), t.to(device), noise.to(device)
+    prompt = torch.where(drop[:, None, None], empty.to(device)[None], cache["prompt_embeds"][idx])
     return cache["latents"][idx], cache["condition"][idx], prompt, cache["image_embeds"][idx], t, noise
 
 

@@ -12,6 +12,11 @@ Stages (each resumes from its checkpoint under --work; run the same command agai
    transformer/, vae/, text_encoder/, tokenizer/, image_encoder/, image_processor/, scheduler/),
    plus pretrain/ (command, recipes, loss logs) and SHA256SUMS.
 `--max-minutes` stops cleanly after a checkpoint so a long CPU run can be split over sittings.
+`--device cuda` trains and encodes on a GPU (deterministic kernels asked for; the random draws of
+every batch are made on the CPU, so they do not depend on the device), `--workers N` renders the
+VAE's batches and the cache's clips in N processes, and `--vae-from MODEL` starts from an exported
+model's VAE (its weights, loss logs and latent statistics) and runs stages 3-5 only: a new
+transformer on the same VAE (`benchmarks/toy_pretrain_gpu.sh` does this on one GPU).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shlex
 import shutil
 import sys
@@ -29,33 +35,50 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from diffusers import WanImageToVideoPipeline
+from diffusers import AutoencoderKLWan, WanImageToVideoPipeline
 
 from . import toy_i2v, toy_vae
 from .atomic import atomic_path, write_json, write_text
-from .toy_loop import train_loop
+from .toy_loop import step_batches, train_loop
 
 log = logging.getLogger("loraedit.toy_pretrain")
 STATS_CLIPS = 64
 SHARD = 64  # clips per cache shard
+VAE_FILES = ("vae_loss.csv", "vae_whole_loss.csv", "latent_stats.json")  # what --vae-from takes besides the weights
 
 
-def vae_stage(work: Path, recipe: toy_vae.VaeRecipe, deadline: float | None):
-    vae = toy_vae.build_vae(recipe)
-    done = train_loop(vae, lambda step: toy_vae.vae_loss(vae, toy_vae.batch_at(step, recipe), recipe),
+def vae_stage(work: Path, recipe: toy_vae.VaeRecipe, deadline: float | None, device: torch.device, workers: int):
+    vae = toy_vae.build_vae(recipe).to(device)
+    done = train_loop(vae, lambda x: toy_vae.vae_loss(vae, x, recipe), lambda step: toy_vae.batch_at(step, recipe),
                       steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup, min_lr_ratio=recipe.min_lr_ratio,
-                      ckpt=work / "vae.pt", log_csv=work / "vae_loss.csv", deadline=deadline)
+                      ckpt=work / "vae.pt", log_csv=work / "vae_loss.csv", deadline=deadline, workers=workers)
     return vae if done else None
 
 
-def whole_clip_stage(work: Path, vae, recipe: toy_vae.VaeRecipe, deadline: float | None) -> bool:
+def whole_clip_stage(work: Path, vae, recipe: toy_vae.VaeRecipe, deadline: float | None, workers: int) -> bool:
     """Stage 1b: fine-tune the whole VAE on whole clips (the latent statistics are taken after it)."""
     whole = toy_vae.whole_clip_recipe(recipe)
-    done = train_loop(vae, lambda step: toy_vae.vae_loss(vae, toy_vae.batch_at(recipe.steps + step, whole), recipe),
+    done = train_loop(vae, lambda x: toy_vae.vae_loss(vae, x, recipe),
+                      lambda step: toy_vae.batch_at(recipe.steps + step, whole),
                       steps=recipe.whole_steps, lr=recipe.whole_lr, warmup=20, min_lr_ratio=recipe.min_lr_ratio,
-                      ckpt=work / "vae_whole.pt", log_csv=work / "vae_whole_loss.csv", deadline=deadline)
+                      ckpt=work / "vae_whole.pt", log_csv=work / "vae_whole_loss.csv", deadline=deadline,
+                      workers=workers)
     vae.requires_grad_(False)
     return done
+
+
+def vae_from_model(work: Path, model: Path, device: torch.device) -> tuple[AutoencoderKLWan, dict]:
+    """The VAE of an exported model (stages 1, 1b and 2 done): its weights, and its loss logs and
+    latent statistics copied into `work` (the new export carries them). Returns (vae, its recipe)."""
+    needed = [model / "pretrain" / name for name in (*VAE_FILES, "recipe.json")] + [model / "vae"]
+    missing = [str(path) for path in needed if not path.exists()]
+    if missing:
+        raise ValueError(f"--vae-from {model}: not an exported toy model (missing {', '.join(missing)})")
+    for name in VAE_FILES:
+        shutil.copy(model / "pretrain" / name, work / name)
+    vae = AutoencoderKLWan.from_pretrained(model / "vae", torch_dtype=torch.float32).to(device)
+    vae.requires_grad_(False).eval()
+    return vae, json.loads((model / "pretrain" / "recipe.json").read_text())["vae"]
 
 
 def stats_stage(work: Path, vae) -> None:
@@ -67,15 +90,17 @@ def stats_stage(work: Path, vae) -> None:
     vae.register_to_config(**json.loads(path.read_text()))
 
 
-def cache_stage(work: Path, pipe: WanImageToVideoPipeline, clips: int, deadline: float | None) -> dict | None:
-    """Encode the training clips in shards of SHARD (each written atomically); returns the stacked cache."""
+def cache_stage(work: Path, pipe: WanImageToVideoPipeline, clips: int, deadline: float | None,
+                workers: int = 0) -> dict | None:
+    """Encode the training clips in shards of SHARD (each written atomically); returns the stacked cache (CPU)."""
     shards = []
     for first in range(0, clips, SHARD):
         path = work / "cache" / f"shard_{first:06d}.pt"
         if not path.exists():
             if deadline is not None and time.time() > deadline:
                 return None
-            items = [toy_i2v.encode_clip(pipe, *toy_i2v.training_clip(i)) for i in range(first, min(clips, first + SHARD))]
+            clips_ahead = step_batches(toy_i2v.training_clip, first, min(clips, first + SHARD), workers)
+            items = [toy_i2v.encode_clip(pipe, *clip) for clip in clips_ahead]
             with atomic_path(path) as tmp:
                 torch.save({k: torch.stack([it[k] for it in items]) for k in items[0]}, tmp)
             log.info("cached clips %d..%d", first, first + len(items) - 1)
@@ -84,18 +109,21 @@ def cache_stage(work: Path, pipe: WanImageToVideoPipeline, clips: int, deadline:
 
 
 def transformer_stage(work: Path, recipe: toy_i2v.I2VRecipe, cache: dict, empty: torch.Tensor,
-                      deadline: float | None):
-    model = toy_i2v.build_transformer(recipe)
-    done = train_loop(model, lambda step: toy_i2v.i2v_loss(model, *toy_i2v.batch_at(step, cache, empty, recipe.batch)),
+                      deadline: float | None, device: torch.device):
+    model = toy_i2v.build_transformer(recipe).to(device)
+    cache = {k: v.to(device) for k, v in cache.items()}  # batches are gathered where the model is
+    done = train_loop(model, lambda batch: toy_i2v.i2v_loss(model, *batch),
+                      lambda step: toy_i2v.batch_at(step, cache, empty, recipe.batch),
                       steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup, min_lr_ratio=recipe.min_lr_ratio,
                       ckpt=work / "transformer.pt", log_csv=work / "transformer_loss.csv", deadline=deadline)
     return model if done else None
 
 
-def stage_times(work: Path) -> tuple[dict[str, float], dict[str, list[int]]]:
+def stage_times(work: Path) -> tuple[dict[str, float], dict[str, list[int]], dict[str, list[str]]]:
     """Per stage, over all sittings (from the loss logs; encoding not included): the summed step
-    seconds, and the torch thread counts the steps ran with."""
-    seconds, threads = {}, {}
+    seconds, the torch thread counts and the devices the steps ran on (logs from before devices
+    were logged ran on the CPU)."""
+    seconds, threads, devices = {}, {}, {}
     for name in ("vae", "vae_whole", "transformer"):
         csv = work / f"{name}_loss.csv"
         steps = pd.read_csv(csv)
@@ -104,7 +132,8 @@ def stage_times(work: Path) -> tuple[dict[str, float], dict[str, list[int]]]:
                              "logged); start a new --work folder")
         seconds[name] = round(float(steps["seconds"].sum()), 1)
         threads[name] = sorted(int(n) for n in steps["threads"].unique())
-    return seconds, threads
+        devices[name] = sorted(steps["device"].fillna("cpu").unique()) if "device" in steps else ["cpu"]
+    return seconds, threads, devices
 
 
 def sha256_lines(folder: Path) -> str:
@@ -120,9 +149,9 @@ def export(out: Path, work: Path, pipe: WanImageToVideoPipeline, transformer, me
         transformer=transformer, image_encoder=pipe.image_encoder, image_processor=pipe.image_processor,
     )
     with atomic_path(out, is_dir=True) as tmp:
-        full.save_pretrained(tmp, safe_serialization=True)
+        full.to("cpu").save_pretrained(tmp, safe_serialization=True)
         (tmp / "pretrain").mkdir()
-        for name in ("vae_loss.csv", "vae_whole_loss.csv", "transformer_loss.csv", "latent_stats.json"):
+        for name in (*VAE_FILES, "transformer_loss.csv"):
             shutil.copy(work / name, tmp / "pretrain" / name)
         write_json(tmp / "pretrain" / "recipe.json", meta)
         write_text(tmp / "SHA256SUMS", sha256_lines(tmp))
@@ -133,39 +162,69 @@ def parse_args(argv):
     ap.add_argument("--out", default="models/toy-wan2.1-i2v")
     ap.add_argument("--work", default="results/toy_pretrain")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--workers", type=int, default=0, help="processes that render batches and clips ahead (0: none)")
+    ap.add_argument("--vae-from", type=Path, default=None,
+                    help="an exported toy model whose VAE to keep (stages 1, 1b and 2 are skipped)")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop after a checkpoint past this; rerun to resume")
     ap.add_argument("--vae", type=json.loads, default={}, help='VaeRecipe overrides, JSON (e.g. \'{"steps": 10}\')')
     ap.add_argument("--i2v", type=json.loads, default={}, help="I2VRecipe overrides, JSON")
     return ap.parse_args(argv)
 
 
+def torch_device(name: str) -> torch.device:
+    """The training device; on CUDA, deterministic kernels where PyTorch has them (a resumed run on
+    the same GPU model then matches an unbroken one, as on the CPU)."""
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device here (torch.cuda.is_available() is False)")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before the first cuBLAS call
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.device(name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
+    device = torch_device(args.device)
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     deadline = None if args.max_minutes is None else time.time() + 60 * args.max_minutes
-    vae_recipe, i2v_recipe = toy_vae.VaeRecipe(**args.vae), toy_i2v.I2VRecipe(**args.i2v)
-    vae = vae_stage(work, vae_recipe, deadline)
-    if vae is None:
-        log.info("paused in the VAE stage; run the same command again to resume")
-        return 3
-    if not whole_clip_stage(work, vae, vae_recipe, deadline):
-        log.info("paused in the VAE's whole-clip stage; run the same command again to resume")
-        return 3
-    stats_stage(work, vae)
-    pipe = toy_i2v.encoder_pipeline(vae)
-    cache = cache_stage(work, pipe, i2v_recipe.clips, deadline)
+    i2v_recipe = toy_i2v.I2VRecipe(**args.i2v)
+    if args.vae_from is not None:
+        try:
+            vae, vae_meta = vae_from_model(work, args.vae_from, device)
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
+    else:
+        vae_recipe = toy_vae.VaeRecipe(**args.vae)
+        vae = vae_stage(work, vae_recipe, deadline, device, args.workers)
+        if vae is None:
+            log.info("paused in the VAE stage; run the same command again to resume")
+            return 3
+        if not whole_clip_stage(work, vae, vae_recipe, deadline, args.workers):
+            log.info("paused in the VAE's whole-clip stage; run the same command again to resume")
+            return 3
+        stats_stage(work, vae)
+        vae_meta = dataclasses.asdict(vae_recipe)
+    pipe = toy_i2v.encoder_pipeline(vae).to(device)
+    cache = cache_stage(work, pipe, i2v_recipe.clips, deadline, args.workers)
     transformer = None if cache is None else transformer_stage(work, i2v_recipe, cache, toy_i2v.empty_prompt(pipe),
-                                                               deadline)
+                                                               deadline, device)
     if transformer is None:
         log.info("paused before the transformer finished; run the same command again to resume")
         return 3
-    seconds, threads = stage_times(work)
+    seconds, threads, devices = stage_times(work)
     meta = {"command": "python -m loraedit.toy_pretrain " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-            "threads": threads, "vae": dataclasses.asdict(vae_recipe), "transformer": dataclasses.asdict(i2v_recipe),
+            "threads": threads, "devices": devices, "vae": vae_meta, "transformer": dataclasses.asdict(i2v_recipe),
             "torch": torch.__version__, "step_seconds": seconds}
+    if args.vae_from is not None:
+        meta["vae_from"] = str(args.vae_from)
+    if device.type == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name(device)
     export(out, work, pipe, transformer, meta)
     log.info("wrote %s", out)
     return 0

@@ -97,8 +97,8 @@ def latent_stats(vae: AutoencoderKLWan, videos: np.ndarray) -> tuple[list[float]
     """Per-channel mean and std of the posterior mode over clips (for the config's latents_mean/std)."""
     zs = []
     for v in videos:
-        x = torch.from_numpy(v).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None]
-        zs.append(vae.encode(x).latent_dist.mode().transpose(0, 1).reshape(16, -1))
+        x = torch.from_numpy(v).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None].to(vae.device)
+        zs.append(vae.encode(x).latent_dist.mode().transpose(0, 1).reshape(16, -1).cpu())
     z = torch.cat(zs, 1)
     return [round(float(m), 5) for m in z.mean(1)], [round(float(s), 5) for s in z.std(1).clamp_min(1e-3)]
 
