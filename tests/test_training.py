@@ -161,6 +161,43 @@ def test_recoloured_copies_change_only_the_edit_region(clip):
         tr.clip_parts(frames, keep, region, tr.TrainSettings(recolor_copies=48))
 
 
+def test_random_recoloured_copies_move_the_region_to_any_colour_and_keep_its_texture(clip):
+    """train.recolor_mode random: each copy's edit region gets a new mean colour drawn from the seed
+    (not only the channel remaps' corners), its texture kept; the background is untouched; copy i
+    has the same colours in every window."""
+    frames, keep = clip
+    region = keep == 0
+    settings = tr.TrainSettings(recolor_copies=6, recolor_mode="random")
+    parts = tr.clip_parts(frames, tr.stage1_keep("mask", keep), region, settings)
+    assert [name for name, *_ in parts][:2] == ["clip", "clip~recolor0"] and len(parts) == 7
+    source = frames[region].astype(np.float64)
+    means = []
+    for _, copy, _, _ in parts[1:]:
+        assert np.array_equal(copy[~region], frames[~region])
+        moved = copy[region].astype(np.float64)
+        unclipped = ((moved > 0) & (moved < 255)).all(1)
+        ref = int(np.argmax(unclipped))  # differences to one unclipped pixel: the texture, kept or mirrored
+        deviation = np.abs(moved - moved[ref]) - np.abs(source - source[ref])
+        assert unclipped.any() and np.abs(deviation[unclipped]).max() <= 1.0
+        means.append(moved.mean(0))
+    means = np.array(means)
+    assert np.linalg.norm(means - source.mean(0), axis=1).min() > 10  # every copy changes the colour
+    # the channel remaps only reach m_j or 255 - m_j per channel (m: the source mean); random copies do not
+    reachable = np.concatenate([source.mean(0), 255 - source.mean(0)])
+    assert (np.abs(means[..., None] - reachable).min(-1) > 15).any()
+    again = tr.clip_parts(frames, keep, region, settings)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(parts, again))  # seeded
+    other = tr.clip_parts(frames, keep, region, tr.TrainSettings(recolor_copies=6, recolor_mode="random", seed=1))
+    assert not np.array_equal(parts[1][1], other[1][1])
+    windows = tr.clip_parts(frames, keep, region, tr.TrainSettings(recolor_copies=1, recolor_mode="random",
+                                                                    low_cost=True, window=5))
+    (_, first, *_), (_, second, *_) = windows[1], windows[3]
+    mean_first, mean_second = first[region[:5]].mean(0), second[region[4:9]].mean(0)
+    assert np.abs(mean_first - mean_second).max() < 3  # the same new colour in both windows
+    with pytest.raises(ValueError, match=r"train.recolor_mode: unknown 'hue'"):
+        tr.clip_parts(frames, keep, region, tr.TrainSettings(recolor_copies=1, recolor_mode="hue"))
+
+
 def test_recoloured_copies_take_their_parts_turns():
     """With copies the official stage-2 schedule keeps its counts: a part's turns rotate over its copies."""
     samples = [{"name": n, "kind": "clip", "weight": 1 / 3} for n in ("clip", "clip~recolor0", "clip~recolor1")]

@@ -75,6 +75,10 @@ class TrainSettings:
     # (every frame, frame 1 included) has its colours remapped. The LoRA then cannot memorise the
     # input object's colours and must carry them from frame 1, as inference asks it to.
     recolor_copies: int = 0
+    # How a copy is recoloured: "channels" (an RGB channel permutation + inversion: only the colours
+    # those reach, e.g. never a brown from a red) | "random" (the region's mean moved to a random
+    # colour of the RGB cube, its texture kept: any colour an edit may ask for).
+    recolor_mode: str = "channels"
 
     @classmethod
     def from_config(cls, cfg: dict) -> "TrainSettings":
@@ -125,6 +129,33 @@ def recolor_remaps(settings: TrainSettings) -> list[int]:
         raise ValueError(f"train.recolor_copies: {settings.recolor_copies} is outside 0..{len(COLOR_REMAPS)}")
     rng = np.random.default_rng(settings.seed)
     return [int(i) for i in rng.choice(len(COLOR_REMAPS), size=settings.recolor_copies, replace=False)]
+
+
+RECOLOR_MODES = ("channels", "random")
+
+
+def shift_region_color(frames: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """frames uint8 (T, H, W, 3) with the pixels of `region` (T, H, W) bool moved to a random mean
+    colour (uniform in [20, 235]^3); each channel's deviation from the region's mean is kept or
+    mirrored, so the texture and the shading stay."""
+    out = frames.copy()
+    if not region.any():
+        return out
+    pixels = frames[region].astype(np.float32)  # (N, 3)
+    target, sign = rng.uniform(20, 235, 3), rng.choice([-1.0, 1.0], 3)
+    out[region] = np.clip(target + sign * (pixels - pixels.mean(0)), 0, 255).round().astype(np.uint8)
+    return out
+
+
+def recolored_copies(frames: np.ndarray, region: np.ndarray, settings: TrainSettings) -> list[np.ndarray]:
+    """The `recolor_copies` copies of frames (T, H, W, 3) with `region` recoloured by `recolor_mode`;
+    copy i gets the same colours in every window (drawn from the training seed and i)."""
+    if settings.recolor_mode not in RECOLOR_MODES:
+        raise ValueError(f"train.recolor_mode: unknown {settings.recolor_mode!r} (choose {'|'.join(RECOLOR_MODES)})")
+    if settings.recolor_mode == "random":
+        return [shift_region_color(frames, region, np.random.default_rng([settings.seed, i]))
+                for i in range(settings.recolor_copies)]
+    return [recolor_region(frames, region, remap) for remap in recolor_remaps(settings)]
 
 
 def stage1_keep(variant: str, keep: np.ndarray) -> np.ndarray:
@@ -200,16 +231,15 @@ def clip_parts(frames: np.ndarray, keep: np.ndarray, edit_region: np.ndarray, se
         spans = [(f"window{s}", s, s + settings.window) for s in starts]
     else:
         spans = [("clip", 0, len(frames))]
-    remaps = recolor_remaps(settings)
-    weight = 1.0 / (len(spans) * (1 + len(remaps)))
+    weight = 1.0 / (len(spans) * (1 + settings.recolor_copies))
     parts = []
     for name, start, stop in spans:
         part_keep = keep[start:stop].copy()
         part_keep[0] = 1  # each window is conditioned on its own first frame
         part = frames[start:stop]
         parts.append((name, part, part_keep, weight))
-        parts += [(f"{name}~recolor{i}", recolor_region(part, edit_region[start:stop], remap), part_keep, weight)
-                  for i, remap in enumerate(remaps)]
+        parts += [(f"{name}~recolor{i}", copy, part_keep, weight)
+                  for i, copy in enumerate(recolored_copies(part, edit_region[start:stop], settings))]
     return parts
 
 
