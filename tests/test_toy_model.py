@@ -8,6 +8,7 @@ numbers to stay within CI time.
 import hashlib
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -101,6 +102,32 @@ def test_a_new_transformer_on_the_committed_vae(tmp_path):
     new, old = toy_eval.load_toy(str(out)).encoders.vae, toy_eval.load_toy(str(MODEL)).encoders.vae
     assert new.config.latents_mean == old.config.latents_mean
     assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values()))
+
+
+def test_continue_from_trains_on_the_committed_transformer(tmp_path):
+    """--continue-from: the committed VAE and transformer, trained on under a new schedule. At lr 0
+    the weights come back unchanged (so they were loaded), the loss log goes on from the committed
+    model's last step, and the recipe keeps the earlier schedule."""
+    out = tmp_path / "model"
+    args = ["--out", str(out), "--work", str(tmp_path / "work"), "--continue-from", str(MODEL),
+            "--i2v", '{"steps": 2, "warmup": 1, "clips": 2, "batch": 2, "lr": 0.0}']
+    assert toy_pretrain.main(args) == 0
+    recipe = json.loads((out / "pretrain" / "recipe.json").read_text())
+    committed = json.loads((MODEL / "pretrain" / "recipe.json").read_text())
+    assert recipe["continued_from"]["steps_before"] == committed["transformer"]["steps"]
+    assert recipe["continued_from"]["transformer"] == committed["transformer"]
+    log = pd.read_csv(out / "pretrain" / "transformer_loss.csv")
+    before = pd.read_csv(MODEL / "pretrain" / "transformer_loss.csv")
+    assert list(log["step"]) == list(before["step"]) + [len(before) + 1, len(before) + 2]
+    assert recipe["step_seconds"]["transformer"] > committed["step_seconds"]["transformer"]  # both runs' time
+    new, old = toy_eval.load_toy(str(out)).transformers[0], toy_eval.load_toy(str(MODEL)).transformers[0]
+    assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values()))
+
+
+def test_continue_from_with_another_architecture_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"--continue-from .*: --i2v builds another architecture \(num_layers differ\)"):
+        toy_pretrain.main(["--out", str(tmp_path / "m"), "--work", str(tmp_path / "w"), "--continue-from", str(MODEL),
+                           "--i2v", '{"num_layers": 2}'])
 
 
 def test_vae_from_a_folder_that_is_no_exported_model_is_one_line(tmp_path):

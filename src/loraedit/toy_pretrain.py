@@ -17,6 +17,10 @@ every batch are made on the CPU, so they do not depend on the device), `--worker
 VAE's batches and the cache's clips in N processes, and `--vae-from MODEL` starts from an exported
 model's VAE (its weights, loss logs and latent statistics) and runs stages 3-5 only: a new
 transformer on the same VAE (`benchmarks/toy_pretrain_gpu.sh` does this on one GPU).
+`--continue-from MODEL` goes on training an exported model's transformer (same VAE, same
+architecture) under a new schedule (`--i2v` steps, lr, clips...): a CPU run can thus add steps to a
+finished model instead of starting over. Its batches follow the model's own (step numbers go on
+from its last step), and the export's loss log and step seconds hold both runs.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from diffusers import AutoencoderKLWan, WanImageToVideoPipeline
+from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanTransformer3DModel
 
 from . import toy_i2v, toy_vae
 from .atomic import atomic_path, write_json, write_text
@@ -45,6 +49,7 @@ log = logging.getLogger("loraedit.toy_pretrain")
 STATS_CLIPS = 64
 SHARD = 64  # clips per cache shard
 VAE_FILES = ("vae_loss.csv", "vae_whole_loss.csv", "latent_stats.json")  # what --vae-from takes besides the weights
+EARLIER_LOG = "transformer_earlier_loss.csv"  # --continue-from: the continued model's transformer log
 
 
 def vae_stage(work: Path, recipe: toy_vae.VaeRecipe, deadline: float | None, device: torch.device, workers: int):
@@ -108,15 +113,48 @@ def cache_stage(work: Path, pipe: WanImageToVideoPipeline, clips: int, deadline:
     return {k: torch.cat([s[k] for s in shards]) for k in shards[0]}
 
 
+def _as_json(value):
+    return json.loads(json.dumps(value))  # tuples in code, lists in config.json
+
+
+def continued_transformer(work: Path, model: Path, recipe: toy_i2v.I2VRecipe) -> tuple[dict, int, dict]:
+    """--continue-from: (the exported transformer's weights, its last step, its recipe); its loss log is
+    copied into `work`. The recipe must build the same architecture (else a one-line error)."""
+    earlier = json.loads((model / "pretrain" / "recipe.json").read_text())
+    old = WanTransformer3DModel.from_pretrained(model / "transformer", torch_dtype=torch.float32)
+    new_config = toy_i2v.build_transformer(recipe).config
+    differ = sorted(k for k in new_config if not k.startswith("_")
+                    and _as_json(new_config[k]) != _as_json(old.config.get(k)))
+    if differ:
+        raise ValueError(f"--continue-from {model}: --i2v builds another architecture ({', '.join(differ)} differ)")
+    shutil.copy(model / "pretrain" / "transformer_loss.csv", work / EARLIER_LOG)
+    steps_before = int(pd.read_csv(work / EARLIER_LOG)["step"].max())
+    return old.state_dict(), steps_before, earlier
+
+
 def transformer_stage(work: Path, recipe: toy_i2v.I2VRecipe, cache: dict, empty: torch.Tensor,
-                      deadline: float | None, device: torch.device):
-    model = toy_i2v.build_transformer(recipe).to(device)
+                      deadline: float | None, device: torch.device, init: dict | None = None, step_offset: int = 0):
+    """Stage 4; `init` (weights) and `step_offset` (the steps they were trained for) continue a model."""
+    model = toy_i2v.build_transformer(recipe)
+    if init is not None:
+        model.load_state_dict(init)
+    model = model.to(device)
     cache = {k: v.to(device) for k, v in cache.items()}  # batches are gathered where the model is
     done = train_loop(model, lambda batch: toy_i2v.i2v_loss(model, *batch),
-                      lambda step: toy_i2v.batch_at(step, cache, empty, recipe.batch),
+                      lambda step: toy_i2v.batch_at(step_offset + step, cache, empty, recipe.batch),
                       steps=recipe.steps, lr=recipe.lr, warmup=recipe.warmup, min_lr_ratio=recipe.min_lr_ratio,
                       ckpt=work / "transformer.pt", log_csv=work / "transformer_loss.csv", deadline=deadline)
     return model if done else None
+
+
+def stage_log(work: Path, name: str) -> pd.DataFrame:
+    """A stage's loss log; the transformer's after --continue-from: the continued model's rows, then
+    this run's with their step numbers going on from its last step."""
+    steps = pd.read_csv(work / f"{name}_loss.csv")
+    if name != "transformer" or not (work / EARLIER_LOG).exists():
+        return steps
+    earlier = pd.read_csv(work / EARLIER_LOG)
+    return pd.concat([earlier, steps.assign(step=steps["step"] + int(earlier["step"].max()))], ignore_index=True)
 
 
 def stage_times(work: Path) -> tuple[dict[str, float], dict[str, list[int]], dict[str, list[str]]]:
@@ -126,7 +164,7 @@ def stage_times(work: Path) -> tuple[dict[str, float], dict[str, list[int]], dic
     seconds, threads, devices = {}, {}, {}
     for name in ("vae", "vae_whole", "transformer"):
         csv = work / f"{name}_loss.csv"
-        steps = pd.read_csv(csv)
+        steps = stage_log(work, name)
         if "threads" not in steps or steps["threads"].isna().any():
             raise ValueError(f"{csv}: rows without a 'threads' count (a log from before thread counts were "
                              "logged); start a new --work folder")
@@ -151,8 +189,9 @@ def export(out: Path, work: Path, pipe: WanImageToVideoPipeline, transformer, me
     with atomic_path(out, is_dir=True) as tmp:
         full.to("cpu").save_pretrained(tmp, safe_serialization=True)
         (tmp / "pretrain").mkdir()
-        for name in (*VAE_FILES, "transformer_loss.csv"):
+        for name in VAE_FILES:
             shutil.copy(work / name, tmp / "pretrain" / name)
+        write_text(tmp / "pretrain" / "transformer_loss.csv", stage_log(work, "transformer").to_csv(index=False))
         write_json(tmp / "pretrain" / "recipe.json", meta)
         write_text(tmp / "SHA256SUMS", sha256_lines(tmp))
 
@@ -166,6 +205,8 @@ def parse_args(argv):
     ap.add_argument("--workers", type=int, default=0, help="processes that render batches and clips ahead (0: none)")
     ap.add_argument("--vae-from", type=Path, default=None,
                     help="an exported toy model whose VAE to keep (stages 1, 1b and 2 are skipped)")
+    ap.add_argument("--continue-from", type=Path, default=None,
+                    help="an exported toy model whose transformer to train on (implies --vae-from it)")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop after a checkpoint past this; rerun to resume")
     ap.add_argument("--vae", type=json.loads, default={}, help='VaeRecipe overrides, JSON (e.g. \'{"steps": 10}\')')
     ap.add_argument("--i2v", type=json.loads, default={}, help="I2VRecipe overrides, JSON")
@@ -194,9 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     deadline = None if args.max_minutes is None else time.time() + 60 * args.max_minutes
     i2v_recipe = toy_i2v.I2VRecipe(**args.i2v)
+    if args.continue_from is not None:
+        if args.vae_from not in (None, args.continue_from):
+            raise SystemExit("--continue-from MODEL keeps MODEL's VAE; drop --vae-from or give the same folder")
+        args.vae_from = args.continue_from
+    init, step_offset, earlier = None, 0, None
     if args.vae_from is not None:
         try:
             vae, vae_meta = vae_from_model(work, args.vae_from, device)
+            if args.continue_from is not None:
+                init, step_offset, earlier = continued_transformer(work, args.continue_from, i2v_recipe)
         except ValueError as err:
             raise SystemExit(str(err)) from None
     else:
@@ -213,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = toy_i2v.encoder_pipeline(vae).to(device)
     cache = cache_stage(work, pipe, i2v_recipe.clips, deadline, args.workers)
     transformer = None if cache is None else transformer_stage(work, i2v_recipe, cache, toy_i2v.empty_prompt(pipe),
-                                                               deadline, device)
+                                                               deadline, device, init, step_offset)
     if transformer is None:
         log.info("paused before the transformer finished; run the same command again to resume")
         return 3
@@ -223,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__, "step_seconds": seconds}
     if args.vae_from is not None:
         meta["vae_from"] = str(args.vae_from)
+    if earlier is not None:  # the time and schedule of the steps before this run
+        meta["continued_from"] = {"model": str(args.continue_from), "steps_before": step_offset,
+                                  "transformer": earlier["transformer"], "continued_from": earlier.get("continued_from")}
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name(device)
     export(out, work, pipe, transformer, meta)
