@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from loraedit import conditioning as cond
-from loraedit import toy_eval, toy_pretrain
+from loraedit import toy_eval, toy_i2v, toy_pretrain
 
 MODEL = toy_eval.MODEL_DIR
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "image_encoder", "image_processor", "scheduler")
@@ -122,6 +122,14 @@ def test_continue_from_trains_on_the_committed_transformer(tmp_path):
     assert recipe["step_seconds"]["transformer"] > committed["step_seconds"]["transformer"]  # both runs' time
     new, old = toy_eval.load_toy(str(out)).transformers[0], toy_eval.load_toy(str(MODEL)).transformers[0]
     assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values()))
+    # The first step's batch is the one after the committed model's last (batch_at(2800), not batch_at(0)).
+    committed_models = toy_eval.load_toy(str(MODEL))
+    cache = torch.load(tmp_path / "work" / "cache" / "shard_000000.pt")  # the 2 clips, stacked
+    empty = toy_i2v.empty_prompt(toy_i2v.encoder_pipeline(committed_models.encoders.vae))
+    with torch.no_grad():
+        loss_at = [float(toy_i2v.i2v_loss(old, *toy_i2v.batch_at(step, cache, empty, 2))) for step in (len(before), 0)]
+    assert log["loss"][len(before)] == pytest.approx(loss_at[0], rel=1e-4)
+    assert log["loss"][len(before)] != pytest.approx(loss_at[1], rel=1e-4)
 
 
 def test_continue_from_with_another_architecture_is_one_line(tmp_path):

@@ -117,9 +117,9 @@ def _as_json(value):
     return json.loads(json.dumps(value))  # tuples in code, lists in config.json
 
 
-def continued_transformer(work: Path, model: Path, recipe: toy_i2v.I2VRecipe) -> tuple[dict, int, dict]:
-    """--continue-from: (the exported transformer's weights, its last step, its recipe); its loss log is
-    copied into `work`. The recipe must build the same architecture (else a one-line error)."""
+def continued_transformer(work: Path, model: Path, recipe: toy_i2v.I2VRecipe):
+    """--continue-from: (the exported transformer, its last step, its recipe); its loss log is copied
+    into `work`. The recipe must build the same architecture (else a one-line error)."""
     earlier = json.loads((model / "pretrain" / "recipe.json").read_text())
     old = WanTransformer3DModel.from_pretrained(model / "transformer", torch_dtype=torch.float32)
     new_config = toy_i2v.build_transformer(recipe).config
@@ -129,16 +129,14 @@ def continued_transformer(work: Path, model: Path, recipe: toy_i2v.I2VRecipe) ->
         raise ValueError(f"--continue-from {model}: --i2v builds another architecture ({', '.join(differ)} differ)")
     shutil.copy(model / "pretrain" / "transformer_loss.csv", work / EARLIER_LOG)
     steps_before = int(pd.read_csv(work / EARLIER_LOG)["step"].max())
-    return old.state_dict(), steps_before, earlier
+    return old, steps_before, earlier
 
 
 def transformer_stage(work: Path, recipe: toy_i2v.I2VRecipe, cache: dict, empty: torch.Tensor,
-                      deadline: float | None, device: torch.device, init: dict | None = None, step_offset: int = 0):
-    """Stage 4; `init` (weights) and `step_offset` (the steps they were trained for) continue a model."""
-    model = toy_i2v.build_transformer(recipe)
-    if init is not None:
-        model.load_state_dict(init)
-    model = model.to(device)
+                      deadline: float | None, device: torch.device, init=None, step_offset: int = 0):
+    """Stage 4; `init` (a transformer of the recipe's architecture) and `step_offset` (the steps it
+    was trained for) continue a model."""
+    model = (toy_i2v.build_transformer(recipe) if init is None else init).to(device)
     cache = {k: v.to(device) for k, v in cache.items()}  # batches are gathered where the model is
     done = train_loop(model, lambda batch: toy_i2v.i2v_loss(model, *batch),
                       lambda step: toy_i2v.batch_at(step_offset + step, cache, empty, recipe.batch),
