@@ -36,6 +36,21 @@ def test_sheet_carries_the_exact_truth(tmp_path):
         assert row["prompt"].startswith("p3rs0n, ") and row["source_prompt"] == truth.caption
 
 
+def test_the_demo_sheet_has_one_clip_of_each_case(tmp_path):
+    """odd_clips="object" (the demo): even clips edit a card that shows its back, odd clips a
+    one-sided object; toy.json names the kind, so the truth re-renders from it."""
+    sheet = toy_data.make_toy_dataset(tmp_path / "toy", num_clips=3, seed=0, num_frames=9, odd_clips="object")
+    df = load_samples(sheet)
+    kinds = [json.loads((sheet.parent / clip_id / "toy.json").read_text())["kind"] for clip_id in df.index]
+    assert kinds == ["card", "object", "card"]
+    for clip_id, row in df.iterrows():
+        truth = toy_data.truth_for(json.loads((sheet.parent / clip_id / "toy.json").read_text()))
+        assert np.array_equal(read_frames(row["video"]), truth.video)
+        assert bool(row["extra_edits"]) == bool(truth.back.any()) == (clip_id != "toy0-01"), clip_id
+    with pytest.raises(ValueError, match="odd_clips 'cards': expected one of any, object"):
+        toy_data.make_toy_dataset(tmp_path / "bad", num_clips=1, odd_clips="cards")
+
+
 def test_scores_tell_the_truth_from_the_unedited_clip():
     truth = toy_data.truth_for({"seed": 100, "index": 0, "num_frames": 17, "size": 64})  # a two-sided card
     perfect = toy_benchmark.toy_scores(truth.edited, truth)

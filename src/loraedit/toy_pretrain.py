@@ -179,6 +179,15 @@ def sha256_lines(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def drop_load_paths(folder: Path) -> None:
+    """Components loaded from a folder (--vae-from, --continue-from) save its path as `_name_or_path`;
+    the export is a model of its own, so its configs name no folder."""
+    for path in folder.glob("*/config.json"):
+        config = json.loads(path.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            write_json(path, config)
+
+
 def export(out: Path, work: Path, pipe: WanImageToVideoPipeline, transformer, meta: dict) -> None:
     full = WanImageToVideoPipeline(
         tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae, scheduler=pipe.scheduler,
@@ -186,6 +195,7 @@ def export(out: Path, work: Path, pipe: WanImageToVideoPipeline, transformer, me
     )
     with atomic_path(out, is_dir=True) as tmp:
         full.to("cpu").save_pretrained(tmp, safe_serialization=True)
+        drop_load_paths(tmp)
         (tmp / "pretrain").mkdir()
         for name in VAE_FILES:
             shutil.copy(work / name, tmp / "pretrain" / name)

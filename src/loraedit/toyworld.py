@@ -229,10 +229,18 @@ def scene_for(seed: int, index: int, max_objects: int = 3) -> ToyScene:
     return sample_scene(np.random.default_rng([seed, index]), max_objects)
 
 
-def two_sided_scene_for(seed: int, index: int) -> ToyScene:
-    """A scene whose edited object is a two-sided card (the mask+ref case); still deterministic."""
-    rng = np.random.default_rng([seed, index, 2])
+def _scene_whose_target(rng: np.random.Generator, two_sided: bool) -> ToyScene:
     while True:
         scene = sample_scene(rng)
-        if scene.objects[scene.target].two_sided:
+        if scene.objects[scene.target].two_sided == two_sided:
             return scene
+
+
+def two_sided_scene_for(seed: int, index: int) -> ToyScene:
+    """A scene whose edited object is a two-sided card (the mask+ref case); still deterministic."""
+    return _scene_whose_target(np.random.default_rng([seed, index, 2]), two_sided=True)
+
+
+def one_sided_scene_for(seed: int, index: int) -> ToyScene:
+    """A scene whose edited object has one colour all round (stage 1's plain recolour)."""
+    return _scene_whose_target(np.random.default_rng([seed, index, 1]), two_sided=False)
