@@ -16,8 +16,8 @@ from loraedit.video_io import read_frames
 # `make demo` runs it (exact masks, 200 LoRA steps with 4 recoloured copies, 20 sampling steps).
 ONE_CLIP = {"demo": {"num_clips": 1}, "methods": ["mask"], "score": {"pyiqa_metrics": ["psnr"], "qalign": False}}
 # Measured (clip toy0-00, config.yaml as committed): edit colour error 41.85 against 106.2 for the
-# unedited input (ratio 0.39), background PSNR 39.50 dB (the 2800-step model: 43.9, 40.66 dB). Earlier defaults: box masks and 100 steps
-# 36.0 / 36.13 dB; without the copies 44.4 (ratio 0.42). The edited object keeps its shape only
+# unedited input (ratio 0.39), background PSNR 39.50 dB (the 2800-step model: 43.9, 40.66 dB).
+# Earlier defaults: box masks and 100 steps 36.0 / 36.13 dB; without the copies 44.4 (ratio 0.42). The edited object keeps its shape only
 # roughly, and this thin turning card fades in later frames (README).
 MAX_COLOR_ERR_RATIO = 0.45  # edit colour error of the output / that of the unedited input
 MIN_BG_PSNR = 30.0
@@ -32,6 +32,15 @@ def demo_clip(tmp_path_factory):
     truth = toy_data.truth_for(json.loads((workdir / "results" / "demo_data" / clip_id / "toy.json").read_text()))
     output = read_frames(workdir / "results" / clip_id / "mask" / "output" / "frames")
     return workdir, truth, output
+
+
+def test_the_demo_data_holds_one_clip_of_each_case(tmp_path):
+    """The demo's data step alone, default config: toy0-00 edits a card, toy0-01 a one-sided object
+    (demo.odd_clips: object reaches the sheet maker)."""
+    run_workflow(tmp_path, {"demo": {"num_clips": 2, "num_frames": 5}}, targets=["results/demo_data/samples.tsv"])
+    kinds = [json.loads((tmp_path / "results" / "demo_data" / clip / "toy.json").read_text())["kind"]
+             for clip in ("toy0-00", "toy0-01")]
+    assert kinds == ["card", "object"]
 
 
 def _value(scores, name):

@@ -114,10 +114,10 @@ def test_continue_from_trains_on_the_committed_transformer(tmp_path):
     assert toy_pretrain.main(args) == 0
     recipe = json.loads((out / "pretrain" / "recipe.json").read_text())
     committed = json.loads((MODEL / "pretrain" / "recipe.json").read_text())
-    assert recipe["continued_from"]["steps_before"] == int(pd.read_csv(MODEL / "pretrain" / "transformer_loss.csv")["step"].max())
-    assert recipe["continued_from"]["transformer"] == committed["transformer"]
     log = pd.read_csv(out / "pretrain" / "transformer_loss.csv")
     before = pd.read_csv(MODEL / "pretrain" / "transformer_loss.csv")
+    assert recipe["continued_from"]["steps_before"] == int(before["step"].max())
+    assert recipe["continued_from"]["transformer"] == committed["transformer"]
     assert list(log["step"]) == list(before["step"]) + [len(before) + 1, len(before) + 2]
     assert recipe["step_seconds"]["transformer"] > committed["step_seconds"]["transformer"]  # both runs' time
     for component in ("transformer", "vae"):  # loaded from MODEL, saved as a model of its own
