@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# The toy model's transformer pretrained anew on one H100/H200, in one device call, on the committed
-# VAE (README: "Pretrained toy model"; the transformer is what limits the demo's edits).
+# The toy model's transformer trained on one H100/H200, in one device call, on the committed VAE
+# (README: "Pretrained toy model"; the transformer is what limits the demo's edits).
 #
 #   here, once:  bash benchmarks/toy_pretrain_gpu.sh wheels     # diffusers + importlib_metadata as wheels in .whl/
 #   there:       device run, carry [".whl"] (and "gpu_work" to resume), timeout_s 600:
 #                bash benchmarks/toy_pretrain_gpu.sh
 #
+# FROM=continue (default) trains the committed transformer on (`--continue-from`, its architecture, so
+# the CPU demo's LoRA steps cost what they cost now); FROM=fresh trains a new one (`--vae-from`).
+# STEPS=auto (default): a calibration run of CALIB_STEPS steps encodes the cache and times a step, then
+# the run takes as many steps as fit before TRAIN_END_S seconds after this script started (rounded
+# down to 100, at most MAX_STEPS); the step count it chose is in log.txt and in the export's
+# recipe.json command, so the same command with that count reproduces it. STEPS=N fixes the count.
 # Back in $OUT: log.txt; when the run finished, toy-model.tar (the exported folder: untar it over
-# models/toy-wan2.1-i2v) and eval.json (`loraedit.toy_eval`: the VAE and plain-I2V bars on 8 held-out
-# clips); when --max-minutes paused it, gpu-work.tar.part-* (the checkpoint and logs, no cache):
-# `cat gpu-work.tar.part-* | tar -x` here gives gpu_work/, and the same call with "gpu_work" in carry
-# goes on from there (the cache is encoded again, the same on the same GPU kind).
-# I2V (JSON, `toy_i2v.I2VRecipe` fields) and MINUTES override the recipe and the time cap; PY and
-# DEVICE the interpreter and device (a smoke run here: PY=.venv/bin/python DEVICE=cpu I2V='{"steps": 2,
-# "clips": 2, "batch": 2}' bash benchmarks/toy_pretrain_gpu.sh).
-# Not run on a GPU yet: no session that wrote it had one.
+# models/toy-wan2.1-i2v) and, with EVAL_CLIPS > 0, eval.json (`loraedit.toy_eval`, on the CPU: it can
+# as well run here); when --max-minutes paused it, gpu-work.tar.part-* (the checkpoint and logs, no
+# cache): `cat gpu-work.tar.part-* | tar -x` here gives gpu_work/, and the same call with STEPS set to
+# the logged count and "gpu_work" in carry goes on from there (the cache is encoded again).
+# I2V (JSON, `toy_i2v.I2VRecipe` fields) overrides the recipe; PY and DEVICE the interpreter and
+# device (a smoke run here: PY=.venv/bin/python DEVICE=cpu CLIPS=4 BATCH=2 CALIB_STEPS=3 TRAIN_END_S=60
+# bash benchmarks/toy_pretrain_gpu.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +31,7 @@ if [ "${1:-}" = wheels ]; then  # what the device's Python lacks (device README:
   exit 0
 fi
 
+T0=$(date +%s)
 OUT=${OUT:-/tmp/toy-gpu-out}
 RUN=/tmp/toy-gpu
 rm -rf "$RUN"
@@ -38,19 +44,48 @@ if [ "$DEVICE" = cuda ]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/log.txt"
 fi
 export PYTHONUNBUFFERED=1
-# The committed architecture (so the CPU demo's LoRA steps cost what they cost now), with about 14x
-# the samples of the CPU run (2800 steps x 8 on 768 clips).
-I2V=${I2V:-'{"steps": 20000, "batch": 16, "clips": 2048, "warmup": 200}'}
-MINUTES=${MINUTES:-6}
+FROM=${FROM:-continue}
+STEPS=${STEPS:-auto}
+TRAIN_END_S=${TRAIN_END_S:-450}
+MAX_STEPS=${MAX_STEPS:-40000}
+CALIB_STEPS=${CALIB_STEPS:-40}
+CLIPS=${CLIPS:-2048}
+BATCH=${BATCH:-16}
+case "$FROM" in
+  continue) START=(--continue-from models/toy-wan2.1-i2v); LR=${LR:-5e-4} ;;
+  fresh) START=(--vae-from models/toy-wan2.1-i2v); LR=${LR:-1e-3} ;;
+  *) echo "FROM=$FROM: expected continue or fresh" >&2; exit 2 ;;
+esac
+recipe() { echo "{\"steps\": $1, \"batch\": $BATCH, \"clips\": $CLIPS, \"lr\": $LR, \"warmup\": 200}"; }
+pretrain() {  # $1: steps, $2: --out, $3: minutes
+  $PY -m loraedit.toy_pretrain --device "$DEVICE" --threads 8 --workers 12 "${START[@]}" \
+    --i2v "${I2V:-$(recipe "$1")}" --out "$2" --work "$RUN/work" --max-minutes "$3" 2>&1 | tee -a "$OUT/log.txt"
+  return "${PIPESTATUS[0]}"
+}
 [ -d gpu_work ] && cp -r gpu_work "$RUN/work"
+if [ "$STEPS" = auto ]; then
+  pretrain "$CALIB_STEPS" "$RUN/calibration" 30
+  STEPS=$($PY - "$RUN/work/transformer_loss.csv" "$CALIB_STEPS" "$(( TRAIN_END_S - $(date +%s) + T0 ))" "$MAX_STEPS" <<'PYEOF'
+import sys
+import pandas as pd
+log, calib, left, most = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+step = pd.read_csv(log)["seconds"].iloc[calib // 4:].median()  # the first steps warm the kernels up
+print(max(100, min(most, int(left / (1.15 * step)) // 100 * 100)))  # 15 %: checkpoints, export
+PYEOF
+)
+  echo "calibration: $(( $(date +%s) - T0 )) s in (cache encoded); $STEPS steps fit before ${TRAIN_END_S} s" | tee -a "$OUT/log.txt"
+  rm -f "$RUN/work/transformer.pt" "$RUN/work/transformer_loss.csv"  # the cache stays
+fi
 set +e
-$PY -m loraedit.toy_pretrain --device "$DEVICE" --threads 8 --workers 8 --vae-from models/toy-wan2.1-i2v \
-  --i2v "$I2V" --out "$RUN/model" --work "$RUN/work" --max-minutes "$MINUTES" 2>&1 | tee -a "$OUT/log.txt"
-rc=${PIPESTATUS[0]}
+pretrain "$STEPS" "$RUN/model" "$(( (TRAIN_END_S + 60 - $(date +%s) + T0) / 60 ))"
+rc=$?
 set -e
+echo "step run ended, rc $rc, $(( $(date +%s) - T0 )) s after the start" | tee -a "$OUT/log.txt"
 if [ "$rc" = 0 ]; then
   tar -cf "$OUT/toy-model.tar" -C "$RUN" model
-  $PY -m loraedit.toy_eval "$RUN/model" --clips "${EVAL_CLIPS:-8}" --out "$OUT/eval.json" 2>&1 | tail -20 | tee -a "$OUT/log.txt"
+  if [ "${EVAL_CLIPS:-0}" -gt 0 ]; then
+    $PY -m loraedit.toy_eval "$RUN/model" --clips "$EVAL_CLIPS" --out "$OUT/eval.json" 2>&1 | tail -20 | tee -a "$OUT/log.txt"
+  fi
 elif [ "$rc" = 3 ]; then  # paused: bring the checkpoint back in parts of at most 15 MB (the tool's per-file limit)
   mkdir -p "$RUN/back/gpu_work"
   find "$RUN/work" -maxdepth 1 -type f -exec cp {} "$RUN/back/gpu_work/" \;  # not cache/
