@@ -2,7 +2,7 @@
 # The toy model's transformer trained on one H100/H200, in one device call, on the committed VAE
 # (README: "Pretrained toy model"; the transformer is what limits the demo's edits).
 #
-#   here, once:  bash benchmarks/toy_pretrain_gpu.sh wheels     # diffusers + importlib_metadata as wheels in .whl/
+#   here, once:  bash benchmarks/toy_pretrain_gpu.sh wheels     # diffusers, importlib_metadata, ftfy, wcwidth as wheels in .whl/
 #   there:       device run, carry [".whl"] (and "gpu_work" to resume), timeout_s 600:
 #                bash benchmarks/toy_pretrain_gpu.sh
 #
@@ -36,7 +36,7 @@ fi
 
 T0=$(date +%s)
 OUT=${OUT:-/tmp/toy-gpu-out}
-RUN=/tmp/toy-gpu
+RUN=${RUN:-/tmp/toy-gpu}
 rm -rf "$RUN"
 mkdir -p "$OUT" "$RUN"
 PY=${PY:-python3}
@@ -65,7 +65,10 @@ pretrain() {  # $1: steps, $2: --out, $3: minutes
     --i2v "${I2V:-$(recipe "$1")}" --out "$2" --work "$RUN/work" --max-minutes "$3" 2>&1 | tee -a "$OUT/log.txt"
   return "${PIPESTATUS[0]}"
 }
-[ -d gpu_work ] && cp -r gpu_work "$RUN/work"
+if [ -d gpu_work ]; then  # a paused run: its step count is fixed (a calibration would overwrite its checkpoint)
+  [ "$STEPS" = auto ] && { echo "gpu_work/: resuming a paused run needs STEPS=N (the count in its log.txt), not auto" >&2; exit 2; }
+  cp -r gpu_work "$RUN/work"
+fi
 if [ "$STEPS" = auto ]; then
   pretrain "$CALIB_STEPS" "$RUN/calibration" 30
   STEPS=$($PY - "$RUN/work/transformer_loss.csv" "$CALIB_STEPS" "$(( TRAIN_END_S - $(date +%s) + T0 ))" "$MAX_STEPS" <<'PYEOF'
@@ -73,7 +76,7 @@ import sys
 import pandas as pd
 log, calib, left, most = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 step = pd.read_csv(log)["seconds"].iloc[calib // 4:].median()  # the first steps warm the kernels up
-print(max(100, min(most, int(left / (1.15 * step)) // 100 * 100)))  # 15 %: checkpoints, export
+print(min(most, max(100, int(left / (1.15 * step)) // 100 * 100)))  # 15 %: checkpoints, export
 PYEOF
 )
   echo "calibration: $(( $(date +%s) - T0 )) s in (cache encoded); $STEPS steps fit before ${TRAIN_END_S} s" | tee -a "$OUT/log.txt"
