@@ -5,7 +5,7 @@ from loraedit.atomic import write_json
 from loraedit.gpu_slots import gpu_slot
 from loraedit.logs import snakemake_log
 from loraedit.metrics import load_baseline_video, score_clip
-from loraedit.stages import read_prepared
+from loraedit.stages import read_prepared, read_truth
 from loraedit.video_io import read_frames
 
 with snakemake_log(snakemake) as log, gpu_slot(n=1):
@@ -15,8 +15,7 @@ with snakemake_log(snakemake) as log, gpu_slot(n=1):
         output = load_baseline_video(snakemake.params.baseline, clip, len(frames), meta["width"], meta["height"])
     else:
         output = read_frames(Path(snakemake.input.output) / "frames", clip)
-    gt_dir = Path(snakemake.input.prepared) / "gt"
-    gt = read_frames(gt_dir, clip) if gt_dir.is_dir() else None
+    gt = read_truth(snakemake.input.prepared, clip)
     scores = score_clip(frames, output, keep, edited, gt, snakemake.params.cfg, clip_id=clip, method=method)
     write_json(snakemake.output[0], scores)
     log.info("scored %s/%s: %d metrics", clip, method, len(scores["metrics"]))

@@ -17,9 +17,10 @@ import skimage.data
 
 from loraedit.atomic import write_json
 from loraedit.metrics import record
-from loraedit.report_assets import bar_charts, side_by_side, summary_html
+from loraedit.report_assets import bar_charts, comparison_panels, side_by_side, summary_html
+from loraedit.stages import read_truth
 from loraedit.tables import aggregate
-from loraedit.video_io import read_video
+from loraedit.video_io import read_video, write_frames
 
 REPO = Path(__file__).resolve().parents[1]
 BAR_BLUE = (31, 119, 180)  # matplotlib's default bar colour, RGB
@@ -108,6 +109,23 @@ def test_side_by_side_video(tmp_path):
     held = np.abs(v[3, strip:, 96:].astype(int) - v[4, strip:, 96:]).mean()  # last frame held (up to coding noise)
     moving = np.abs(v[1, strip:, 96:].astype(int) - v[2, strip:, 96:]).mean()
     assert held < 1 and moving > 5 * held
+
+
+def test_comparison_panels_show_the_truth_when_the_sheet_has_one(tmp_path):
+    frames = np.full((3, 8, 8, 3), 100, np.uint8)
+    keep = np.ones((3, 8, 8), np.uint8)
+    keep[:, :, :4] = 0  # the left half is edited
+    out = np.zeros_like(frames)
+    prepared = tmp_path / "prepared"
+    assert read_truth(prepared, "c1") is None  # no gt_video in the sheet: no truth panel
+    plain = comparison_panels(frames, frames[0], keep, [("mask", out)], read_truth(prepared, "c1"))
+    assert [t for t, _ in plain] == ["input", "edited frame 1", "mask", "edit region"]
+    write_frames(prepared / "gt", frames + 50)
+    panels = dict(comparison_panels(frames, frames[0], keep, [("mask", out)], read_truth(prepared, "c1")))
+    assert list(panels) == ["input", "edited frame 1", "truth", "mask", "edit region"]
+    assert (panels["truth"] == 150).all()
+    region = panels["edit region"].astype(int)
+    assert (region[:, :, :4, 0] > region[:, :, :4, 1]).all() and (region[:, :, 4:] == 100).all()
 
 
 def test_summary_page_renders_in_chromium(tables, tmp_path):

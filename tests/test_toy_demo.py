@@ -13,11 +13,12 @@ from loraedit import toy_benchmark, toy_data
 from loraedit.video_io import read_frames
 
 # One clip of the default demo (toy world, seed 0), LoRA-Edit's mask method; every other key as
-# `make demo` runs it (exact masks, 200 LoRA steps with 4 recoloured copies, 20 sampling steps).
+# `make demo` runs it (exact masks, conservative mask downsampling, 200 LoRA steps with 4 recoloured
+# copies, 20 sampling steps).
 ONE_CLIP = {"demo": {"num_clips": 1}, "methods": ["mask"], "score": {"pyiqa_metrics": ["psnr"], "qalign": False}}
-# Measured (clip toy0-00, config.yaml as committed): edit colour error 41.07 against 106.2 for the
-# unedited input (ratio 0.39), background PSNR 38.27 dB (the 5200-step model: 41.85, 39.50 dB; the
-# 2800-step model: 43.9, 40.66 dB).
+# Measured (clip toy0-00, config.yaml as committed): edit colour error 33.88 against 106.2 for the
+# unedited input (ratio 0.32), background PSNR 39.10 dB (with nearest mask downsampling: 41.07,
+# 38.27 dB; the 5200-step model: 41.85, 39.50 dB; the 2800-step model: 43.9, 40.66 dB).
 # Earlier defaults: box masks and 100 steps 36.0 / 36.13 dB; without the copies 44.4 (ratio 0.42). The edited object keeps its shape only
 # roughly, and this thin turning card fades in later frames (README).
 MAX_COLOR_ERR_RATIO = 0.45  # edit colour error of the output / that of the unedited input

@@ -130,7 +130,8 @@ def test_bad_sheet_fails_before_the_dag(tmp_path):
 
 @pytest.mark.parametrize("part", ["train", "train_ref"])  # train_ref: stage 2 (mask+ref) on top of train
 def test_train_and_infer_mask_downsampling_must_agree(tmp_path, part):
-    proc = _dry_run(tmp_path, f"{part}:\n  mask_downsample: conservative\ninfer:\n  mask_downsample: nearest\n")
+    modes = {"train": "nearest", part: "conservative", "infer": "nearest"}  # the demo's default: conservative
+    proc = _dry_run(tmp_path, "".join(f"{key}:\n  mask_downsample: {mode}\n" for key, mode in modes.items()))
     assert proc.returncode != 0
     assert f"{part}.mask_downsample (conservative) and infer.mask_downsample (nearest) differ" in proc.stdout + proc.stderr
 

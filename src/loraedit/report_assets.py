@@ -2,8 +2,8 @@
 
 - :func:`bar_charts`: one bar chart per metric across methods (mean, std as
   error bar) from ``metrics.csv``;
-- :func:`side_by_side`: one mp4 of titled panels next to each other
-  (input | edited first frame | each method | mask overlay);
+- :func:`comparison_panels` and :func:`side_by_side`: one mp4 of titled panels next to each
+  other (input | edited first frame | true edit, if known | each method | edit region);
 - :func:`summary_html`: a self-contained page with the tables and the charts
   (charts inlined), handy outside the Snakemake report too.
 """
@@ -107,6 +107,20 @@ def _title_strip(title: str, width: int, height: int) -> np.ndarray:
     org = (max(2, (width - tw) // 2), (height + th) // 2)
     cv2.putText(strip, title, org, font, scale, TITLE_FG, thick, cv2.LINE_AA)
     return strip
+
+
+def comparison_panels(frames: np.ndarray, edited_first: np.ndarray, keep: np.ndarray,
+                      outputs: list[tuple[str, np.ndarray]], truth: np.ndarray | None = None
+                      ) -> list[tuple[str, np.ndarray]]:
+    """The panels of one clip's comparison video: input ``uint8 (T, H, W, 3)`` | edited frame 1
+    ``(H, W, 3)`` | the true edited video (when the sheet has a ``gt_video``: the toy world's clips)
+    | each ``(method, output)`` | the edit region (keep ``(T, H, W)`` == 0) tinted red over the input."""
+    from .masks import overlay
+
+    panels = [("input", frames), ("edited frame 1", edited_first)]
+    if truth is not None:
+        panels.append(("truth", truth))
+    return panels + list(outputs) + [("edit region", overlay(frames, keep))]
 
 
 def side_by_side(panels: list[tuple[str, np.ndarray]], out_mp4: str | os.PathLike, fps: float) -> None:

@@ -41,6 +41,12 @@ def read_prepared(prepared_dir: str | os.PathLike, masks_dir: str | os.PathLike,
     return meta, frames, keep, edited
 
 
+def read_truth(prepared_dir: str | os.PathLike, clip_id: str | None = None) -> np.ndarray | None:
+    """The prepared true edited video, uint8 (T, H, W, 3), or None when the sheet gave no gt_video."""
+    gt_dir = Path(prepared_dir) / "gt"
+    return read_frames(gt_dir, clip_id) if gt_dir.is_dir() else None
+
+
 def _device_dtype(model_cfg: dict) -> tuple[torch.device, torch.dtype]:
     device = resolve_device(model_cfg.get("device", "auto"))
     return device, resolve_dtype(model_cfg.get("dtype", "auto"), device)
