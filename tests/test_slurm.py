@@ -29,10 +29,11 @@ SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_([A-Za
 TIMEOUT = 900
 
 # The demo, cut to one clip and one method with few steps: every rule still runs. Training is long
-# enough (and checkpoints often enough) to be killed between two checkpoints.
+# enough (and checkpoints often enough) to be killed between two checkpoints: the tiny model trains at
+# ~30 steps/s on the CPU, so 60 steps (2 s) let the run finish before the poll saw a checkpoint once.
 # Plumbing: the random tiny model and the shapes world (a landscape clip).
 DEMO_OVERLAY = {"model": {"backend": "tiny", "path": None}, "demo": {"world": "shapes", "num_clips": 1},
-                "methods": ["mask"], "train": {"steps": 60, "checkpoint_every": 3}, "infer": {"num_steps": 2}}
+                "methods": ["mask"], "train": {"steps": 400, "checkpoint_every": 3}, "infer": {"num_steps": 2}}
 DEMO_RULES = {"demo_data", "prepare", "caption", "masks", "train_lora", "infer", "score",
               "side_by_side", "aggregate", "bar_charts"}
 
