@@ -43,6 +43,14 @@ def _snakemake() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
 
 
+def _submitted_ids(log: str) -> dict[str, list[str]]:
+    """The SLURM job ids per rule that a snakemake head's log says it submitted."""
+    ids: dict[str, list[str]] = {}
+    for job_id, rule in SUBMITTED.findall(log):
+        ids.setdefault(rule, []).append(job_id)
+    return ids
+
+
 class ProfileRun:
     """One `snakemake --profile profiles/slurm` run in the background."""
 
@@ -57,23 +65,21 @@ class ProfileRun:
         self.proc = subprocess.Popen(self.cmd + ["--slurm-keep-successful-logs"], cwd=ROOT, env=self.slurm["env"],
                                      stdout=self._log, stderr=subprocess.STDOUT)
 
-    def crash(self, when: Path) -> dict[str, list[str]]:
-        """Once `when` exists: SIGKILL the head (its lock stays), then scancel its running jobs.
-        Returns the SLURM job ids per rule it had submitted."""
+    def crash(self, when: str) -> tuple[Path, dict[str, list[str]]]:
+        """Once a file matching the glob `when` exists under the workdir: SIGKILL the head (its lock
+        stays), then scancel its running jobs. Returns that file and the SLURM job ids per rule."""
         deadline = time.time() + TIMEOUT
-        while not when.exists():
+        while (found := next(iter(self.workdir.glob(when)), None)) is None:
             assert self.proc.poll() is None, self.log_path.read_text()[-4000:]
             assert time.time() < deadline, f"{when} not written within {TIMEOUT} s"
             time.sleep(0.2)
         self.proc.kill()
         self.proc.wait()
         self._log.close()
-        ids: dict[str, list[str]] = {}
-        for job_id, rule in SUBMITTED.findall(self.log_path.read_text()):
-            ids.setdefault(rule, []).append(job_id)
+        ids = _submitted_ids(self.log_path.read_text())
         # Finished jobs make scancel complain; only the running ones matter.
         subprocess.run(["scancel", *[i for v in ids.values() for i in v]], env=self.slurm["env"], capture_output=True)
-        return ids
+        return found, ids
 
     def result(self) -> tuple[str, dict[str, list[str]]]:
         """Wait; fail with the logs if snakemake failed; return its log and the SLURM job ids per rule."""
@@ -88,10 +94,7 @@ class ProfileRun:
             ctld = (self.slurm["state"] / "log" / "slurmctld.log").read_text()[-2000:]
             pytest.fail(f"snakemake failed ({rc}):\n{log[-5000:]}\n" + "\n".join(failed)
                         + f"\n--- slurmctld.log ---\n{ctld}")
-        ids: dict[str, list[str]] = {}
-        for job_id, rule in SUBMITTED.findall(log):
-            ids.setdefault(rule, []).append(job_id)
-        return log, ids
+        return log, _submitted_ids(log)
 
     def dry_run(self) -> str:
         return subprocess.run(self.cmd + ["-n"], cwd=ROOT, env=self.slurm["env"], capture_output=True,
@@ -195,12 +198,7 @@ def test_demo_workflow_through_slurm_profile(slurm, runs):
     """The demo through the profile, crashed as in the README's "After a crash": head SIGKILLed and
     the training job cancelled mid-training; unlock, then the same command finishes the run."""
     run = runs["demo"]
-    checkpoint = next(iter(run.workdir.glob("results/*/mask/work/expert0/checkpoint.pt")), None)
-    while checkpoint is None:
-        assert run.proc.poll() is None, run.log_path.read_text()[-4000:]
-        time.sleep(0.5)
-        checkpoint = next(iter(run.workdir.glob("results/*/mask/work/expert0/checkpoint.pt")), None)
-    crashed = run.crash(checkpoint)
+    checkpoint, crashed = run.crash("results/*/mask/work/expert0/checkpoint.pt")
     assert _job_info(slurm, crashed["train_lora"][0])["JobState"] in ("CANCELLED", "COMPLETING"), crashed
     locked = subprocess.run(run.cmd, cwd=ROOT, env=slurm["env"], capture_output=True, text=True, timeout=300)
     assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
