@@ -1,6 +1,6 @@
 """IoU of each mask source against the true mask, on procedural clips whose truth is known.
 
-The demo clips (``loraedit.demo_data.render_clip``: a textured shape moving over a panning
+The demo clips (``loraedit.toy.demo.render_clip``: a textured shape moving over a panning
 textured background, recoloured in the edited first frame) are rendered for several seeds
 and lengths. For every source the edit region of frames 2..T is compared with the true one,
 in both shapes: ``exact`` (the region itself) and ``box`` (the official boxes; the truth is
@@ -24,8 +24,10 @@ import time
 import numpy as np
 import torch
 
-from loraedit.demo_data import SPECS, render_clip
-from loraedit.masks import MASK_SOURCES, MaskInputs, box_shape, masks_config, shape_mask
+from loraedit.masks import MaskInputs, masks_config
+from loraedit.masks.shapes import box_shape, shape_mask
+from loraedit.masks.sources import get_source
+from loraedit.toy.demo import SPECS, render_clip
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -55,11 +57,16 @@ def _bbox(region: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def run(seeds: list[int], frame_counts: list[int], sam2_model: str | None, sam3_model: str | None) -> list[dict]:
-    sources = {"flow": {"source": "flow"}, "flow (no snap)": {"source": "flow", "flow_snap": False},
-               "flow (dilate 1)": {"source": "flow", "dilate": 1}}  # dilate: exact shape only
+    sources = {
+        "flow": {"source": "flow"},
+        "flow (no snap)": {"source": "flow", "flow_snap": False},
+        "flow (dilate 1)": {"source": "flow", "dilate": 1},
+    }  # dilate: exact shape only
     if sam2_model:
-        sources |= {"sam2": {"source": "sam2", "sam2_model": sam2_model},
-                    "sam2-box": {"source": "sam2", "sam2_model": sam2_model}}
+        sources |= {
+            "sam2": {"source": "sam2", "sam2_model": sam2_model},
+            "sam2-box": {"source": "sam2", "sam2_model": sam2_model},
+        }
     if sam3_model:
         sources["sam3"] = {"source": "sam3", "sam3_model": sam3_model}
     results = []
@@ -75,29 +82,43 @@ def run(seeds: list[int], frame_counts: list[int], sam2_model: str | None, sam3_
                     cfg = masks_config(extra)
                     row = rows[name](truth[0]) if name in rows else {}
                     start = time.perf_counter()
-                    raw = MASK_SOURCES[cfg["source"]](MaskInputs(spec.shape, video, gt[0], meta, cfg, row=row))
+                    raw = get_source(cfg["source"])(MaskInputs(spec.shape, video, gt[0], meta, cfg, row=row))
                     secs = time.perf_counter() - start
                     for shape in ("exact", "box"):
                         pred = shape_mask(raw, {**cfg, "shape": shape})[1:] == 0
                         ref = truth[1:] if shape == "exact" else box_shape(truth[1:], cfg["box_grow"], cfg["min_area"])
                         ious = [iou(p, r) for p, r in zip(pred, ref)]
                         cover = [(p & r).sum() / max(r.sum(), 1) for p, r in zip(pred, truth[1:])]
-                        results.append({"frames": n, "seed": seed, "clip": spec.shape, "source": name, "shape": shape,
-                                        "mean_iou": float(np.mean(ious)), "min_iou": float(np.min(ious)),
-                                        "coverage": float(np.mean(cover)), "s": secs})
+                        results.append(
+                            {
+                                "frames": n,
+                                "seed": seed,
+                                "clip": spec.shape,
+                                "source": name,
+                                "shape": shape,
+                                "mean_iou": float(np.mean(ious)),
+                                "min_iou": float(np.min(ious)),
+                                "coverage": float(np.mean(cover)),
+                                "s": secs,
+                            }
+                        )
     return results
 
 
 def table(results: list[dict]) -> str:
     keys = sorted({(r["frames"], r["source"], r["shape"]) for r in results}, key=lambda k: (k[0], k[2], k[1]))
-    lines = ["| frames | shape | source | clips | mean IoU | worst clip mean | worst frame | coverage | s / clip |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| frames | shape | source | clips | mean IoU | worst clip mean | worst frame | coverage | s / clip |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for n, source, shape in keys:
         rs = [r for r in results if (r["frames"], r["source"], r["shape"]) == (n, source, shape)]
-        lines.append(f"| {n} | {shape} | {source} | {len(rs)} | {np.mean([r['mean_iou'] for r in rs]):.3f} | "
-                     f"{min(r['mean_iou'] for r in rs):.3f} | {min(r['min_iou'] for r in rs):.3f} | "
-                     f"{np.mean([r['coverage'] for r in rs]):.3f} | "
-                     f"{np.mean([r['s'] for r in rs]):.2f} |")
+        lines.append(
+            f"| {n} | {shape} | {source} | {len(rs)} | {np.mean([r['mean_iou'] for r in rs]):.3f} | "
+            f"{min(r['mean_iou'] for r in rs):.3f} | {min(r['min_iou'] for r in rs):.3f} | "
+            f"{np.mean([r['coverage'] for r in rs]):.3f} | "
+            f"{np.mean([r['s'] for r in rs]):.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -110,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.sam2_model or args.sam3_model:
-        from loraedit import sam_masks  # noqa: F401  registers sam2 / sam3
     print(table(run(args.seeds, args.frames, args.sam2_model, args.sam3_model)))
     return 0
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The toy model's transformer trained on one H100/H200, in one device call, on the committed VAE
-# (README: "Pretrained toy model"; the transformer is what limits the demo's edits).
+# (docs/toy-world.md; the transformer is what limits the demo's edits).
 #
 #   here, once:  bash benchmarks/toy_pretrain_gpu.sh wheels     # diffusers, importlib_metadata, ftfy, wcwidth as wheels in .whl/
 #   there:       device run, carry [".whl"] (and "gpu_work" to resume), timeout_s 600:
@@ -13,14 +13,14 @@
 # down to 100, at most MAX_STEPS); the step count it chose is in log.txt and in the export's
 # recipe.json command, so the same command with that count reproduces it. STEPS=N fixes the count.
 # Back in $OUT: log.txt; when the run finished, toy-model.tar (the exported folder: untar it over
-# models/toy-wan2.1-i2v) and, with EVAL_CLIPS > 0, eval.json (`loraedit.toy_eval`, on the CPU: it can
+# models/toy-wan2.1-i2v) and, with EVAL_CLIPS > 0, eval.json (`loraedit toy eval`, on the CPU: it can
 # as well run here); when --max-minutes paused it, gpu-work.tar.part-* (the checkpoint and logs, no
 # cache): `cat gpu-work.tar.part-* | tar -x` here gives gpu_work/, and the same call with STEPS set to
 # the logged count and "gpu_work" in carry goes on from there (the cache is encoded again).
-# I2V (JSON, `toy_i2v.I2VRecipe` fields) overrides the recipe; PY and DEVICE the interpreter and
+# I2V (JSON, `loraedit.toy.i2v.I2VRecipe` fields) overrides the recipe; PY and DEVICE the interpreter and
 # device (a smoke run here: PY=.venv/bin/python DEVICE=cpu CLIPS=4 BATCH=2 CALIB_STEPS=3 TRAIN_END_S=60
 # bash benchmarks/toy_pretrain_gpu.sh).
-# Measured on an H200 (session 11, defaults): encoding the 2048 clips took about 190 s (90 ms a clip,
+# Measured on an H200 (defaults): encoding the 2048 clips took about 190 s (90 ms a clip,
 # one clip at a time), a transformer step about 50 ms (batch 16; launch- and sync-bound at this size,
 # deterministic kernels), so 5000 steps fitted; the whole call took 473 s.
 set -euo pipefail
@@ -61,7 +61,7 @@ case "$FROM" in
 esac
 recipe() { echo "{\"steps\": $1, \"batch\": $BATCH, \"clips\": $CLIPS, \"lr\": $LR, \"warmup\": 200}"; }
 pretrain() {  # $1: steps, $2: --out, $3: minutes
-  $PY -m loraedit.toy_pretrain --device "$DEVICE" --threads 8 --workers 12 "${START[@]}" \
+  $PY -m loraedit.cli toy pretrain --device "$DEVICE" --threads 8 --workers 12 "${START[@]}" \
     --i2v "${I2V:-$(recipe "$1")}" --out "$2" --work "$RUN/work" --max-minutes "$3" 2>&1 | tee -a "$OUT/log.txt"
   return "${PIPESTATUS[0]}"
 }
@@ -90,7 +90,7 @@ echo "step run ended, rc $rc, $(( $(date +%s) - T0 )) s after the start" | tee -
 if [ "$rc" = 0 ]; then
   tar -cf "$OUT/toy-model.tar" -C "$RUN" model
   if [ "${EVAL_CLIPS:-0}" -gt 0 ]; then
-    $PY -m loraedit.toy_eval "$RUN/model" --clips "$EVAL_CLIPS" --out "$OUT/eval.json" 2>&1 | tail -20 | tee -a "$OUT/log.txt"
+    $PY -m loraedit.cli toy eval "$RUN/model" --clips "$EVAL_CLIPS" --out "$OUT/eval.json" 2>&1 | tail -20 | tee -a "$OUT/log.txt"
   fi
 elif [ "$rc" = 3 ]; then  # paused: bring the checkpoint back in parts of at most 15 MB (the tool's per-file limit)
   mkdir -p "$RUN/back/gpu_work"

@@ -4,9 +4,9 @@ import os
 
 from snakemake.utils import validate
 
-from loraedit.masks import choose_source
+from loraedit.masks import choose_source, sheet_source_problems
 from loraedit.resources import retries, rule_resources
-from loraedit.samples import load_samples, sample_row
+from loraedit.sheet.samples import load_samples, sample_row
 
 validate(config, schema="../config/config.schema.yaml")
 
@@ -31,6 +31,12 @@ _model_path = config["model"].get("path")
 if _model_path and not os.path.isabs(_model_path) and not os.path.exists(_model_path):
     if os.path.isdir(os.path.join(workflow.basedir, _model_path)):
         config["model"]["path"] = os.path.join(workflow.basedir, _model_path)
+
+# The GPU verification records `train.memory: auto` picks from ship with the workflow: a relative
+# train.verified_modes is a folder of the workflow, whatever the working directory.
+_verified = config["train"].get("verified_modes")
+if _verified and not os.path.isabs(_verified):
+    config["train"]["verified_modes"] = os.path.join(workflow.basedir, _verified)
 
 OUT = "results"
 # A plain-JSON copy of the config for scripts that record it (the live object may hold
@@ -72,9 +78,15 @@ def samples():
     return _SHEETS[key]
 
 
-# A user sheet is validated at parse time, before the DAG starts: every bad row at once.
+# A user sheet is validated at parse time, before the DAG starts: every bad row at once, and
+# every row whose masks the `masks` config cannot make (masks.allow_flow: false and no SAM input).
 if not DEMO:
-    samples()
+    _rows = [
+        {**sample_row(samples(), clip), "clip_id": clip} for clip in samples().index
+    ]
+    _problems = sheet_source_problems(_rows, config.get("masks"))
+    if _problems:
+        raise ValueError("sample sheet: " + "\n".join(_problems))
 
 
 def row(wildcards):
@@ -206,7 +218,12 @@ def side_by_side_inputs(wildcards):
 def uses_sam(wildcards):
     """Whether the clip's masks come from SAM2/SAM3 (the sheet's clicks, box or phrase)."""
     r = row(wildcards)
-    source = choose_source(config["masks"].get("source", "auto"), r, r.get("mask"))
+    source = choose_source(
+        config["masks"].get("source", "auto"),
+        r,
+        r.get("mask"),
+        allow_flow=config["masks"].get("allow_flow", True),
+    )
     return source in ("sam2", "sam3")
 
 

@@ -1,4 +1,5 @@
 """One bar chart per metric across methods."""
+
 from loraedit.atomic import atomic_path
 from loraedit.logs import snakemake_log
 from loraedit.report_assets import bar_charts

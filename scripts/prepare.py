@@ -1,4 +1,5 @@
 """Decode, orient, resize + center-crop and resample one clip."""
+
 from loraedit.logs import snakemake_log
 from loraedit.prepare import prepare_clip
 

@@ -1,4 +1,5 @@
 """Score one method's output (or an external baseline's video) against its clip."""
+
 from pathlib import Path
 
 from loraedit.atomic import write_json

@@ -5,9 +5,19 @@ every 2-core machine and parallel subprocesses (Snakemake jobs, SLURM) do not ov
 (`--dist loadfile`, so a module's fixture runs once). The whole-workflow files go first, longest
 first, so that no long file is left alone at the end while the other worker idles."""
 
+import pytest
 import torch
 
+from loraedit.backends import registry
+
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def models():
+    """The tiny Wan2.1-I2V (seeded random weights of the real classes), encoders and transformer."""
+    return registry.load_models({"backend": "tiny", "seed": 0}, torch.device("cpu"), torch.float32)
+
 
 # Seconds measured on 2 cores in one process (`pytest --durations`, 2026-11-28), longest first.
 LONGEST_FIRST = [

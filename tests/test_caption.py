@@ -20,8 +20,15 @@ from loraedit.caption import (
 )
 from loraedit.errors import ClipError
 
-TINY_CFG = {"model": "tiny", "special_token": "p3rs0n,", "num_beams": 3, "tiny_max_new_tokens": 12,
-            "device": "cpu", "dtype": "auto", "seed": 0}
+TINY_CFG = {
+    "model": "tiny",
+    "special_token": "p3rs0n,",
+    "num_beams": 3,
+    "tiny_max_new_tokens": 12,
+    "device": "cpu",
+    "dtype": "auto",
+    "seed": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +114,9 @@ def test_leading_image_shows_is_stripped_after_post_processing(tiny):
     text = "</s><s>The image shows a red car parked. The image shows it twice.</s>"
     assert parse_caption(processor, text, image_size=(56, 40)) == "a red car parked. The image shows it twice."
     # Only a leading one is removed.
-    assert parse_caption(processor, "</s><s>A dog. The image shows a cat.</s>", (8, 8)) == "A dog. The image shows a cat."
+    assert (
+        parse_caption(processor, "</s><s>A dog. The image shows a cat.</s>", (8, 8)) == "A dog. The image shows a cat."
+    )
 
 
 def test_make_prompt():

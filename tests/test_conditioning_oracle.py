@@ -8,19 +8,12 @@ from PIL import Image
 
 from loraedit import conditioning as cond
 from loraedit import inference as inf
-from loraedit.models.wan import (
-    WanModels, assemble_pipeline, backend_spec, load_encoders, load_transformers, make_scheduler,
-)
+from loraedit.backends import registry
+from loraedit.backends.wan import conditioning as wan_cond
+from loraedit.inference import make_scheduler
 
-CFG = {"backend": "tiny", "seed": 0}
 T, H, W = 9, 32, 48
 DEV = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def models():
-    enc = load_encoders(CFG, DEV, torch.float32)
-    return WanModels(backend_spec(CFG), enc, load_transformers(CFG, DEV, torch.float32))
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +28,7 @@ def stock_prepare(pipe, image, generator):
 
 
 def test_mask_equals_stock(models, image):
-    pipe = assemble_pipeline(models.encoders, models.transformers, models.spec)
+    pipe = registry.assemble_pipeline(models)
     _, stock_condition = stock_prepare(pipe, image, torch.Generator().manual_seed(0))
     keep = torch.from_numpy(cond.first_frame_keep_mask(T, H, W).astype(np.float32)).unsqueeze(0)
     ours = cond.latent_keep_mask(keep, (H // 8, W // 8))
@@ -44,26 +37,42 @@ def test_mask_equals_stock(models, image):
 
 
 def test_condition_latents_equal_stock(models, image):
-    pipe = assemble_pipeline(models.encoders, models.transformers, models.spec)
+    pipe = registry.assemble_pipeline(models)
     _, stock_condition = stock_prepare(pipe, image, torch.Generator().manual_seed(0))
     frames = np.repeat(image[None], T, axis=0)  # later frames are greyed out entirely by the mask
     keep = torch.from_numpy(cond.first_frame_keep_mask(T, H, W).astype(np.float32)).unsqueeze(0)
-    ours = cond.build_condition(models.encoders.vae, cond.frames_to_video(frames), keep)
+    ours = wan_cond.build_condition(models.encoders.vae, cond.frames_to_video(frames), keep)
     torch.testing.assert_close(ours, stock_condition, rtol=1e-5, atol=1e-5)
 
 
 def test_full_denoising_equals_stock(models, image):
-    pipe = assemble_pipeline(models.encoders, models.transformers, models.spec)
+    pipe = registry.assemble_pipeline(models)
     pipe.scheduler = make_scheduler("euler", 5.0)
-    settings = inf.InferSettings(num_steps=3, guidance_scale=5.0, seed=11, negative_prompt="blurry",
-                                 image_preprocess="center_crop", schedule="diffusers")  # stock
+    settings = inf.InferSettings(
+        num_steps=3,
+        guidance_scale=5.0,
+        seed=11,
+        negative_prompt="blurry",
+        image_preprocess="center_crop",
+        schedule="diffusers",
+    )  # stock
     prompt = "p3rs0n, a red circle"
-    stock = pipe(image=Image.fromarray(image), prompt=prompt, negative_prompt="blurry", height=H, width=W,
-                 num_frames=T, num_inference_steps=3, guidance_scale=5.0,
-                 generator=torch.Generator(device=DEV).manual_seed(11), output_type="np").frames[0]
+    stock = pipe(
+        image=Image.fromarray(image),
+        prompt=prompt,
+        negative_prompt="blurry",
+        height=H,
+        width=W,
+        num_frames=T,
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        generator=torch.Generator(device=DEV).manual_seed(11),
+        output_type="np",
+    ).frames[0]
     frames = np.repeat(image[None], T, axis=0)
-    ours = inf.edit_video(models, frames, image, cond.first_frame_keep_mask(T, H, W), prompt, settings, DEV,
-                          progress=False)
+    ours = inf.edit_video(
+        models, frames, image, cond.first_frame_keep_mask(T, H, W), prompt, settings, DEV, progress=False
+    )
     stock_u8 = (stock * 255).round().astype(np.uint8)
     assert ours.shape == stock_u8.shape == (T, H, W, 3)
     assert np.abs(ours.astype(int) - stock_u8.astype(int)).max() <= 1
@@ -90,20 +99,36 @@ def test_edit_mask_changes_condition(models, image):
 
 
 def test_final_latents_equal_stock(models, image):
-    pipe = assemble_pipeline(models.encoders, models.transformers, models.spec)
+    pipe = registry.assemble_pipeline(models)
     pipe.scheduler = make_scheduler("euler", 5.0)
     prompt = "p3rs0n, a red circle"
-    stock = pipe(image=Image.fromarray(image), prompt=prompt, negative_prompt="blurry", height=H, width=W,
-                 num_frames=T, num_inference_steps=3, guidance_scale=5.0,
-                 generator=torch.Generator(device=DEV).manual_seed(11), output_type="latent").frames
+    stock = pipe(
+        image=Image.fromarray(image),
+        prompt=prompt,
+        negative_prompt="blurry",
+        height=H,
+        width=W,
+        num_frames=T,
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        generator=torch.Generator(device=DEV).manual_seed(11),
+        output_type="latent",
+    ).frames
     frames = np.repeat(image[None], T, axis=0)
-    video, keep = inf.inference_condition(frames, image, cond.first_frame_keep_mask(T, H, W))
-    condition = cond.build_condition(models.encoders.vae, video, keep)
-    pe, ne = cond.encode_prompts(models.encoders, prompt, "blurry", device=DEV)
-    ie = cond.encode_image(models.encoders, image, device=DEV, preprocess="center_crop")  # the stock processor
-    settings = inf.InferSettings(num_steps=3, guidance_scale=5.0, seed=11, negative_prompt="blurry",
-                                 image_preprocess="center_crop", schedule="diffusers")  # stock
-    ours = inf.denoise(models, condition, pe, ne, ie, settings, DEV, progress=False)
+    video, keep = cond.inference_condition(frames, image, cond.first_frame_keep_mask(T, H, W))
+    condition = wan_cond.build_condition(models.encoders.vae, video, keep)
+    pe, ne = wan_cond.encode_prompts(models.encoders, prompt, "blurry", device=DEV)
+    ie = wan_cond.encode_image(models.encoders, image, device=DEV, preprocess="center_crop")  # the stock processor
+    settings = inf.InferSettings(
+        num_steps=3,
+        guidance_scale=5.0,
+        seed=11,
+        negative_prompt="blurry",
+        image_preprocess="center_crop",
+        schedule="diffusers",
+    )  # stock
+    text, negative = {"prompt_embeds": pe, "image_embeds": ie}, {"prompt_embeds": ne, "image_embeds": ie}
+    ours = inf.denoise(models, condition, text, negative, settings, DEV, progress=False)
     torch.testing.assert_close(ours, stock, rtol=1e-5, atol=1e-5)
 
 
@@ -115,13 +140,17 @@ def test_official_image_preprocessing_sees_the_whole_frame(models):
     sides = wide.copy()
     sides[:, :12] = 255 - sides[:, :12]  # only the left sixth changes
     enc = models.encoders
-    crop = [cond.encode_image(enc, x, DEV, preprocess="center_crop") for x in (wide, sides)]
-    whole = [cond.encode_image(enc, x, DEV) for x in (wide, sides)]
+    crop = [wan_cond.encode_image(enc, x, DEV, preprocess="center_crop") for x in (wide, sides)]
+    whole = [wan_cond.encode_image(enc, x, DEV) for x in (wide, sides)]
     torch.testing.assert_close(crop[0], crop[1])  # the crop cannot tell them apart
     assert (whole[0] - whole[1]).abs().max() > 1e-3
     # A frame already at the encoder's size: both preprocessings agree.
     square = wide[:, :32].copy()
-    torch.testing.assert_close(cond.encode_image(enc, square, DEV), cond.encode_image(enc, square, DEV, "center_crop"),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        wan_cond.encode_image(enc, square, DEV),
+        wan_cond.encode_image(enc, square, DEV, "center_crop"),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     with pytest.raises(ValueError, match="image_preprocess"):
-        cond.encode_image(enc, square, DEV, "squash")
+        wan_cond.encode_image(enc, square, DEV, "squash")

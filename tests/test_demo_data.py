@@ -1,11 +1,12 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from loraedit.demo_data import make_demo_dataset
-from loraedit.samples import load_samples
+from loraedit.sheet.samples import load_samples
+from loraedit.toy.demo import make_demo_dataset
 from loraedit.video_io import read_image, read_mask, read_video
 
 
@@ -71,8 +72,19 @@ def test_deterministic(demo, tmp_path):
 
 def test_cli(tmp_path):
     res = subprocess.run(
-        [sys.executable, "-m", "loraedit.demo_data", str(tmp_path / "d"), "--num-clips", "1", "--num-frames", "5"],
-        capture_output=True, text=True, check=False,
+        [
+            str(Path(sys.executable).parent / "loraedit"),
+            "toy",
+            "demo-data",
+            str(tmp_path / "d"),
+            "--num-clips",
+            "1",
+            "--num-frames",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == str(tmp_path / "d" / "samples.tsv")

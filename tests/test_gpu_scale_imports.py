@@ -1,5 +1,5 @@
-"""The GPU benchmark must run where ffmpeg-python and imageio-ffmpeg are not installed (issue 11):
-importing it, and everything it imports, must not import them."""
+"""The GPU benchmark must run where ffmpeg-python and imageio-ffmpeg are not installed (the device
+machines): importing it, and everything it imports (benchmarks/harness.py included), must not import them."""
 
 import subprocess
 import sys
@@ -26,6 +26,8 @@ print("ok", "ffmpeg" in sys.modules, "imageio_ffmpeg" in sys.modules)
 
 
 def test_gpu_scale_imports_without_ffmpeg_packages():
-    out = subprocess.run([sys.executable, "-c", BLOCKED_IMPORT], capture_output=True, text=True, timeout=300, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", BLOCKED_IMPORT], capture_output=True, text=True, timeout=300, check=False
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-3:] == ["ok", "False", "False"]

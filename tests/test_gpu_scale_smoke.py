@@ -7,12 +7,31 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers import WanTransformer3DModel
 
-from loraedit import flops
+from loraedit.backends.wan import flops
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_scale.py"
-ARGS = ["--tiny", "--modes", "bf16", "fp8", "compile", "offload", "--compile-backend", "eager",
-        "--warmup", "1", "--steps", "2", "--infer-warmup", "1", "--infer-steps", "2", "--vae-repeats", "1"]
+ARGS = [
+    "--tiny",
+    "--modes",
+    "bf16",
+    "fp8",
+    "compile",
+    "offload",
+    "--compile-backend",
+    "eager",
+    "--warmup",
+    "1",
+    "--steps",
+    "2",
+    "--infer-warmup",
+    "1",
+    "--infer-steps",
+    "2",
+    "--vae-repeats",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +51,8 @@ def run(gpu_scale, tmp_path_factory):
 
 def test_meta_build_is_bf16_with_the_real_rope_tables(gpu_scale):
     config = gpu_scale.transformer_config("tiny")
-    model = gpu_scale.build_transformer(config, torch.device("cpu"), torch.bfloat16)
+    model = gpu_scale.harness.build_transformer(WanTransformer3DModel, config, torch.device("cpu"), torch.bfloat16)
+    assert type(model) is WanTransformer3DModel
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert all(torch.isfinite(p.float()).all() for p in model.parameters())
     reference = gpu_scale.tiny.build_tiny_transformer().to(torch.bfloat16)
@@ -77,8 +97,12 @@ def test_json_records_every_mode(run):
     p = next(p for p in on_disk["projections"] if p["mode"] == "bf16" and p["train_frames"] == 9)
     train = next(r for r in records if (r["section"], r.get("mode"), r["frames"]) == ("train", "bf16", 9))
     infer = next(r for r in records if (r["section"], r.get("mode")) == ("infer", "bf16"))
-    seconds = 100 * train["seconds_per_step"] + 30 * infer["seconds_per_step"] \
-        + 3 * vae[("encode", False)]["seconds"] + vae[("decode", False)]["seconds"]
+    seconds = (
+        100 * train["seconds_per_step"]
+        + 30 * infer["seconds_per_step"]
+        + 3 * vae[("encode", False)]["seconds"]
+        + vae[("decode", False)]["seconds"]
+    )
     assert p["minutes"] == pytest.approx(seconds / 60) and p["includes_vae"]
     assert result["paths"]["json"] == str(out / "smoke.json")
 
@@ -95,8 +119,20 @@ def test_markdown_table(run):
 
 def test_merge_adds_a_second_command(gpu_scale, run):
     _, _, out = run
-    argv = ["--tiny", "--modes", "bf16", "--no-train", "--no-vae", "--infer-steps", "1",
-            "--out-dir", str(out), "--name", "smoke", "--merge"]
+    argv = [
+        "--tiny",
+        "--modes",
+        "bf16",
+        "--no-train",
+        "--no-vae",
+        "--infer-steps",
+        "1",
+        "--out-dir",
+        str(out),
+        "--name",
+        "smoke",
+        "--merge",
+    ]
     merged = gpu_scale.main(argv)
     assert len(merged["commands"]) == 2 and merged["commands"][1].endswith(shlex.join(argv))
     modes = {(r["section"], r.get("mode")) for r in merged["records"]}
@@ -109,8 +145,27 @@ def test_memory_modes_train_the_same_lora_and_merge(gpu_scale, run, tmp_path):
     """low (every block streamed, inputs offloaded) and fast (kept attention, compile) on the CPU:
     their LoRA updates equal the bf16 mode's exactly; fp8mm's differs (reported, not hidden);
     --merge-files joins partial runs."""
-    argv = ["--tiny", "--modes", "low", "fast", "fp8mm", "--compile-backend", "eager", "--train-frames", "5", "--warmup", "1",
-            "--steps", "1", "--no-infer", "--no-vae", "--out-dir", str(tmp_path), "--name", "modes"]
+    argv = [
+        "--tiny",
+        "--modes",
+        "low",
+        "fast",
+        "fp8mm",
+        "--compile-backend",
+        "eager",
+        "--train-frames",
+        "5",
+        "--warmup",
+        "1",
+        "--steps",
+        "1",
+        "--no-infer",
+        "--no-vae",
+        "--out-dir",
+        str(tmp_path),
+        "--name",
+        "modes",
+    ]
     result = gpu_scale.main(argv)
     check = {r["mode"]: r for r in result["records"] if r["section"] == "check"}
     assert set(check) == {"low", "fast", "fp8mm"}  # the bf16 reference ran too, but only for its LoRA update
@@ -122,8 +177,17 @@ def test_memory_modes_train_the_same_lora_and_merge(gpu_scale, run, tmp_path):
     [fast] = [r for r in result["records"] if (r["section"], r["mode"]) == ("train", "fast")]
     assert 0 < low["estimated_peak_gb"] < fast["estimated_peak_gb"]  # the memory model's view of each set-up
 
-    merged = gpu_scale.main(["--merge-files", str(run[2] / "smoke.json"), str(tmp_path / "modes.json"),
-                             "--out-dir", str(tmp_path), "--name", "both"])
+    merged = gpu_scale.main(
+        [
+            "--merge-files",
+            str(run[2] / "smoke.json"),
+            str(tmp_path / "modes.json"),
+            "--out-dir",
+            str(tmp_path),
+            "--name",
+            "both",
+        ]
+    )
     modes = {r["mode"] for r in merged["records"] if r["section"] == "train"}
     assert {"bf16", "fp8", "compile", "low", "fast"} <= modes and len(merged["commands"]) >= 2
     assert "| low | 5 |" in (tmp_path / "both.md").read_text()

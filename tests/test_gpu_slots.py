@@ -40,6 +40,7 @@ def gpu_env(monkeypatch, tmp_path):
     def set_gpus(n):
         monkeypatch.setenv("LORAEDIT_NUM_GPUS", str(n))
         return tmp_path / "locks"
+
     return set_gpus
 
 
@@ -48,7 +49,9 @@ def _run_workers(lock_dir, tmp_path, jobs, hold=0.3):
     procs = []
     for i, n in enumerate(jobs):
         out = tmp_path / f"rec{i}.json"
-        procs.append((subprocess.Popen([sys.executable, "-c", WORKER, str(lock_dir), str(out), str(n), str(hold)]), out))
+        procs.append(
+            (subprocess.Popen([sys.executable, "-c", WORKER, str(lock_dir), str(out), str(n), str(hold)]), out)
+        )
     for p, _ in procs:
         assert p.wait(timeout=60) == 0
     return [json.loads(out.read_text()) for _, out in procs]
@@ -98,13 +101,19 @@ def _wait_for(path, timeout=20):
 def test_killed_holder_frees_its_slot(gpu_env, tmp_path):
     lock_dir = gpu_env(1)
     ready = tmp_path / "ready"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import time, pathlib
         from loraedit.gpu_slots import gpu_slot
         with gpu_slot(lock_dir={str(lock_dir)!r}):
             pathlib.Path({str(ready)!r}).touch()
             time.sleep(120)
-    """)])
+    """),
+        ]
+    )
     try:
         _wait_for(ready)
         # The only slot is taken: a second job waits and times out.
@@ -137,8 +146,12 @@ def test_waiting_job_gets_the_slot_when_holder_exits(gpu_env, tmp_path):
 def test_cli_runs_command_in_a_slot_and_the_command_holds_it(gpu_env, tmp_path):
     lock_dir = gpu_env(2)
     cli = [sys.executable, "-m", "loraedit.gpu_slots", "--lock-dir", str(lock_dir), "--"]
-    out = subprocess.run(cli + [sys.executable, "-c", "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        cli + [sys.executable, "-c", "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and out.stdout.strip() == "0", out.stderr
     # Exit codes pass through (exec, no wrapper process).
     assert subprocess.run(cli + ["sh", "-c", "exit 7"], timeout=60).returncode == 7
@@ -231,8 +244,7 @@ def test_workstation_profile_runs_gpu_jobs_at_once_each_on_its_own_gpu(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k != "CUDA_VISIBLE_DEVICES"}
     env["LORAEDIT_NUM_GPUS"] = "4"
     profile = ["--profile", str(ROOT / "profiles" / "workstation")]
-    _snakemake(profile + ["--cores", "8", "--resources", "gpu=4", "--config", "clips=6", "hold=1.5"],
-               tmp_path, env)
+    _snakemake(profile + ["--cores", "8", "--resources", "gpu=4", "--config", "clips=6", "hold=1.5"], tmp_path, env)
 
     records = [json.loads((tmp_path / "out" / "gpu" / f"{i}.json").read_text()) for i in range(6)]
     for r in records:
@@ -244,8 +256,11 @@ def test_workstation_profile_runs_gpu_jobs_at_once_each_on_its_own_gpu(tmp_path)
 
     # rerun-triggers without `code`: editing a rule's command does not rerun finished jobs...
     snakefile = tmp_path / "Snakefile"
-    snakefile.write_text(snakefile.read_text().replace('"{sys.executable} -m loraedit.gpu_slots',
-                                                       '"true && {sys.executable} -m loraedit.gpu_slots'))
+    snakefile.write_text(
+        snakefile.read_text().replace(
+            '"{sys.executable} -m loraedit.gpu_slots', '"true && {sys.executable} -m loraedit.gpu_slots'
+        )
+    )
     assert "Nothing to be done" in _snakemake(profile + ["-n", "--config", "clips=6"], tmp_path, env)
     # ...while Snakemake's default triggers would retrain every clip.
     out = _snakemake(["-n", "--cores", "1", "--config", "clips=6"], tmp_path, env)

@@ -1,4 +1,4 @@
-"""Issue 11's claim about diffusers group offloading + LoRA, checked with diffusers' own code.
+"""The claim about diffusers group offloading + LoRA, checked with diffusers' own code.
 
 With `use_stream=True` (what `stages.prepare_for_training` used for `offload_blocks_per_group`)
 a `ModuleGroup` snapshots every parameter of its blocks to host memory when offloading is
@@ -13,7 +13,8 @@ import torch
 from diffusers.hooks.group_offloading import ModuleGroup
 
 from loraedit import training as tr
-from loraedit.models import tiny
+from loraedit.backends import wan
+from loraedit.backends.wan import tiny
 
 
 def lora_b(block):
@@ -22,13 +23,20 @@ def lora_b(block):
 
 def test_streamed_group_offload_reverts_the_lora_to_its_snapshot():
     model = tiny.build_tiny_transformer()
-    tr.add_lora(model, tr.TrainSettings(rank=4))
+    tr.add_lora(model, tr.TrainSettings(rank=4), wan)
     block = model.blocks[0]
     # The group `apply_group_offloading(..., use_stream=True)` builds for one block, except that the
     # snapshot is not pinned (no CUDA here) and record_stream skips the CUDA sync.
-    group = ModuleGroup(modules=[block], offload_device=torch.device("cpu"), onload_device=torch.device("cpu"),
-                        offload_leader=block, onload_leader=block, stream=torch.cpu.Stream(), record_stream=True,
-                        low_cpu_mem_usage=True)
+    group = ModuleGroup(
+        modules=[block],
+        offload_device=torch.device("cpu"),
+        onload_device=torch.device("cpu"),
+        offload_leader=block,
+        onload_leader=block,
+        stream=torch.cpu.Stream(),
+        record_stream=True,
+        low_cpu_mem_usage=True,
+    )
     params = lora_b(block)
     snapshot = [group.cpu_param_dict[p] for p in params]
     assert params and all(float(p.detach().norm()) == 0 for p in params)  # peft starts lora_B at zero

@@ -6,10 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loraedit.importers import import_anyv2v, import_i2vedit, safe_clip_id, slugify
 from loraedit.prepare import prepare_clip
-from loraedit.samples import SAFE_ID, load_samples, sample_row
+from loraedit.sheet.importers import import_anyv2v, import_i2vedit, safe_clip_id, slugify
+from loraedit.sheet.samples import SAFE_ID, load_samples, sample_row
 from loraedit.video_io import write_mp4, write_png
+
+LORAEDIT = str(Path(sys.executable).parent / "loraedit")  # the console script
 
 ANYV2V = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anyv2v"  # ../shared beside the checkout
 
@@ -38,8 +40,12 @@ def test_anyv2v_real_data(tmp_path):
     df = load_samples(sheet)
     assert len(df) == 6 and df.index.is_unique and all(SAFE_ID.match(c) for c in df.index)
     assert set(df["edit_instruction"]) == {
-        "Sketch style", "Snowing", "A dog turning its head on a wooden floor",
-        "add a party hat on his head", "helmet", "turn his hair white",
+        "Sketch style",
+        "Snowing",
+        "A dog turning its head on a wooden floor",
+        "add a party hat on his head",
+        "helmet",
+        "turn his hair white",
     }
     # Instructions and clip names are never prompts: both stay empty so captions are made.
     assert df["prompt"].isna().all() and df["source_prompt"].isna().all()
@@ -63,8 +69,10 @@ def test_anyv2v_synthetic_layout_and_cli(tmp_path):
     (demo / "orphan" / "edited_first_frame").mkdir(parents=True)  # no video: skipped
     out = tmp_path / "s.tsv"
     res = subprocess.run(
-        [sys.executable, "-m", "loraedit.importers", "anyv2v", str(tmp_path / "bench"), str(out)],
-        capture_output=True, text=True, check=False,
+        [LORAEDIT, "import", "anyv2v", str(tmp_path / "bench"), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert res.returncode == 0, res.stderr
     assert "2 samples" in res.stdout
@@ -74,8 +82,10 @@ def test_anyv2v_synthetic_layout_and_cli(tmp_path):
     assert df.index[0] == "my-clip_make-it-red" and df.index[1].startswith("my-clip_make-it-red-")
 
     res = subprocess.run(
-        [sys.executable, "-m", "loraedit.importers", "anyv2v", str(tmp_path / "nowhere"), str(out)],
-        capture_output=True, text=True, check=False,
+        [LORAEDIT, "import", "anyv2v", str(tmp_path / "nowhere"), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert res.returncode == 2 and "nowhere" in res.stderr
 
@@ -104,7 +114,7 @@ def test_i2vedit_synthetic_tree(tmp_path):
 
 
 def test_mask_prompts_fill_and_heuristic_only_clips_are_printed(tmp_path, capsys):
-    from loraedit.importers import main
+    from loraedit.sheet.importers import main
 
     root = tmp_path / "i2vedit"
     for item, edits in [("item1", ["a.png", "b.png"]), ("item2", ["c.png"]), ("item3", ["d.png"])]:
@@ -118,8 +128,12 @@ def test_mask_prompts_fill_and_heuristic_only_clips_are_printed(tmp_path, capsys
     out = tmp_path / "s.tsv"
     assert main(["i2vedit", str(root), str(out), "--mask-prompts", str(phrases)]) == 0
     df = load_samples(out)
-    assert df["mask_prompt"].to_dict() == {"item1_a": "the dog", "item1_b": "the dog's hat", "item2_c": None,
-                                           "item3_d": "a red car"}  # a clip id wins over its video's name
+    assert df["mask_prompt"].to_dict() == {
+        "item1_a": "the dog",
+        "item1_b": "the dog's hat",
+        "item2_c": None,
+        "item3_d": "a red car",
+    }  # a clip id wins over its video's name
     assert "1 clip(s) have no mask source beyond the optical-flow heuristic" in capsys.readouterr().out
     assert main(["i2vedit", str(root), str(out)]) == 0  # without phrases every clip is flow-only
     assert "4 clip(s)" in capsys.readouterr().out

@@ -5,16 +5,10 @@ import pytest
 import torch
 
 from loraedit import inference as inf
-from loraedit.models.wan import WanModels, backend_spec, load_encoders, load_transformers, make_scheduler
+from loraedit.inference import make_scheduler
 
-CFG = {"backend": "tiny", "seed": 0}
 DEV = torch.device("cpu")
 T, H, W = 5, 32, 32
-
-
-@pytest.fixture(scope="module")
-def models():
-    return WanModels(backend_spec(CFG), load_encoders(CFG, DEV, torch.float32), load_transformers(CFG, DEV, torch.float32))
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +30,15 @@ def test_samplers_run_and_are_seeded(models, clip):
         assert outs[sampler].shape == frames.shape and np.array_equal(outs[sampler], again)
     assert not np.array_equal(outs["euler"], outs["unipc"])
     with pytest.raises(ValueError, match="unknown sampler"):
-        inf.edit_video(models, frames, frames[0], keep, "x",
-                       inf.InferSettings(num_steps=1, scheduler="ddim", schedule="diffusers"), DEV)
+        inf.edit_video(
+            models,
+            frames,
+            frames[0],
+            keep,
+            "x",
+            inf.InferSettings(num_steps=1, scheduler="ddim", schedule="diffusers"),
+            DEV,
+        )
 
 
 def test_official_schedule_is_the_official_formula():

@@ -1,5 +1,8 @@
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -8,6 +11,9 @@ import pytest
 from loraedit import masks
 from loraedit.atomic import write_json
 from loraedit.errors import ClipError
+from loraedit.frames import overlay
+from loraedit.masks import sources
+from loraedit.masks.shapes import box_shape, exact_shape
 from loraedit.video_io import read_mask, write_frames, write_mask_frames, write_png
 
 T, H, W = 13, 64, 96
@@ -41,8 +47,16 @@ def make_prepared(root, frames, edited, **meta):
     (root / "edited").mkdir(parents=True)
     write_png(root / "edited" / "00000.png", edited)
     t, h, w = frames.shape[:3]
-    m = {"clip_id": "sq", "width": w, "height": h, "num_frames": t, "fps": 8.0, "src_num_frames": t,
-             "src_size": [w, h], "frame_indices": list(range(t))}
+    m = {
+        "clip_id": "sq",
+        "width": w,
+        "height": h,
+        "num_frames": t,
+        "fps": 8.0,
+        "src_num_frames": t,
+        "src_size": [w, h],
+        "frame_indices": list(range(t)),
+    }
     m.update(meta)
     write_json(root / "meta.json", m)
     return root
@@ -86,8 +100,9 @@ def test_auto_picks_flow_without_and_file_with_a_mask(square, tmp_path):
 
 def test_file_mask_one_image_resized_and_resampled(tmp_path):
     frames = np.zeros((5, 32, 48, 3), np.uint8)
-    root = make_prepared(tmp_path / "p", frames, frames[0], src_num_frames=9, src_size=[96, 64],
-                         frame_indices=[0, 2, 4, 6, 8])
+    root = make_prepared(
+        tmp_path / "p", frames, frames[0], src_num_frames=9, src_size=[96, 64], frame_indices=[0, 2, 4, 6, 8]
+    )
     big = np.full((64, 96), 255, np.uint8)
     big[16:48, 24:72] = 0  # the centre half is the edit region
     write_png(tmp_path / "one.png", big)
@@ -158,40 +173,45 @@ def test_box_shape_grow_and_min_area():
     edit = np.zeros((2, 60, 60), bool)
     edit[1, 10:30, 10:30] = True  # 20x20 -> 22x22 box (10 % grown, half per side)
     edit[1, 50:55, 50:55] = True  # 25 px box < min_area: ignored
-    box = masks.box_shape(edit, grow=0.1, min_area=50)
+    box = box_shape(edit, grow=0.1, min_area=50)
     assert not box[0].any()
     ys, xs = np.nonzero(box[1])
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (9, 30, 9, 30)
     assert not box[1, 45:, 45:].any()
     ring = np.zeros((1, 40, 40), bool)
     ring[0, 10:30, 10:30], ring[0, 15:25, 15:25] = True, False  # a hollow square: its box is solid
-    assert masks.box_shape(ring, 0.0, 50)[0, 10:30, 10:30].all()
+    assert box_shape(ring, 0.0, 50)[0, 10:30, 10:30].all()
 
 
 def test_exact_shape_dilate():
     edit = np.zeros((1, 21, 21), bool)
     edit[0, 10, 10] = True
-    assert masks.exact_shape(edit, 0).sum() == 1
-    grown = masks.exact_shape(edit, 2)
+    assert exact_shape(edit, 0).sum() == 1
+    grown = exact_shape(edit, 2)
     assert grown[0, 10, 8:13].all() and grown[0, 8:13, 10].all() and not grown[0, 10, 7]
 
 
-def test_registry_plugs_in_a_source(square):
+def left_half(inputs):
+    """A mask source for the test below: the left half of every frame is the edit region."""
+    keep = np.ones(inputs.frames.shape[:3], np.uint8)
+    keep[:, :, : inputs.frames.shape[2] // 2] = 0
+    return keep
+
+
+def test_a_source_is_one_row_of_the_table(square, monkeypatch):
     root, _, _ = square
-
-    @masks.register_mask_source("left-half")
-    def left_half(inputs):
-        keep = np.ones(inputs.frames.shape[:3], np.uint8)
-        keep[:, :, : inputs.frames.shape[2] // 2] = 0
-        return keep
-
-    try:
-        m = masks.compute_masks(root, {"source": "left-half", "shape": "exact"})
-        assert not m[:, :, : W // 2].any() and m[:, :, W // 2 :].all()
-    finally:
-        masks.MASK_SOURCES.pop("left-half")
+    monkeypatch.setitem(sources.SOURCES, "left-half", f"{__name__}:left_half")
+    m = masks.compute_masks(root, {"source": "left-half", "shape": "exact"})
+    assert not m[:, :, : W // 2].any() and m[:, :, W // 2 :].all()
+    monkeypatch.delitem(sources.SOURCES, "left-half")
     with pytest.raises(ValueError, match="left-half"):
         masks.compute_masks(root, {"source": "left-half"})
+
+
+def test_importing_the_masks_package_does_not_import_sam():
+    code = "import sys, loraedit.masks; print('loraedit.masks.sam' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
 
 
 def test_write_masks(square, tmp_path):
@@ -204,10 +224,32 @@ def test_write_masks(square, tmp_path):
     np.testing.assert_array_equal(read_mask(tmp_path / "masks"), keep)
     over = read_mask(tmp_path / "masks" / "overlay.mp4")  # decodes: a real video of T frames
     assert over.shape == (T, H, W)
-    tinted = masks.overlay(frames, keep)
+    tinted = overlay(frames, keep)
     assert (tinted[~keep.astype(bool)][:, 0] >= frames[~keep.astype(bool)][:, 0]).all()  # red goes up
     np.testing.assert_array_equal(tinted[keep.astype(bool)], frames[keep.astype(bool)])
 
     out = masks.make_masks(root, tmp_path / "stage", {"source": "flow"})
     assert json.loads((root / "meta.json").read_text())["clip_id"] == "sq"
     np.testing.assert_array_equal(read_mask(tmp_path / "stage"), out)
+
+
+PAPER_CONFIGS = ["wan2.1-480p.yaml", "hunyuan-i2v.yaml"]
+
+
+@pytest.mark.parametrize("config", PAPER_CONFIGS)
+def test_paper_configs_refuse_a_row_without_a_mask_source(square, config):
+    """The paper masks with SAM: no silent optical-flow fallback in its configs (one line: clip, fix)."""
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "config" / config).read_text())["masks"]
+    assert cfg["allow_flow"] is False
+    rows = [{"clip_id": "plain"}, {"clip_id": "phrase", "mask_prompt": "the car"}, {"clip_id": "file", "mask": "m.png"}]
+    problems = masks.sheet_source_problems(rows, cfg)
+    assert len(problems) == 1 and problems[0].startswith("plain: sample sheet: no mask source")
+    assert "mask_prompt" in problems[0] and "masks.allow_flow: true" in problems[0] and "\n" not in problems[0]
+    root, _, _ = square
+    with pytest.raises(ClipError, match="no mask source"):
+        masks.compute_masks(root, {**cfg, "device": "cpu"}, clip_id="plain")
+    # the heuristic stays available where it is allowed (the demo and toy configs)
+    assert masks.sheet_source_problems(rows, {**cfg, "allow_flow": True}) == []
+    assert masks.choose_source("auto", {}, None, "plain", allow_flow=True) == "flow"

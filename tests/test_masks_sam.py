@@ -17,9 +17,13 @@ from test_masks import make_prepared, moving_square_clip
 
 from loraedit import masks
 from loraedit.errors import ClipError
+from loraedit.frames import resize_center_crop
 from loraedit.manifest import read_mask_sources
-from loraedit.mask_check import component_boxes, contact_frames
-from loraedit.mask_prompts import (
+from loraedit.masks.check import component_boxes, contact_frames
+from loraedit.masks.sam import _propagate, track_sam2, track_sam3
+from loraedit.masks.sam_models import build_tiny_sam2, build_tiny_sam3
+from loraedit.masks.shapes import box_shape, exact_shape
+from loraedit.sheet.mask_columns import (
     parse_box,
     parse_points,
     parse_row,
@@ -27,9 +31,6 @@ from loraedit.mask_prompts import (
     source_frame_to_prepared,
     to_prepared,
 )
-from loraedit.prepare import resize_center_crop
-from loraedit.sam_masks import _propagate, track_sam2, track_sam3
-from loraedit.sam_models import build_tiny_sam2, build_tiny_sam3
 from loraedit.video_io import read_mask, write_mask_frames
 
 T, H, W = 5, 48, 72  # small: the tiny SAMs resize to 64 / 56 anyway
@@ -44,8 +45,13 @@ def sam2():
 def clip(tmp_path_factory):
     frames, edited, region = moving_square_clip()
     frames, region = frames[:T, :H, :W].copy(), region[:T, :H, :W].copy()
-    root = make_prepared(tmp_path_factory.mktemp("sam") / "prepared", frames, edited[:H, :W].copy(),
-                         clip_id="c1", source={"video": "/data/c1.mp4"})
+    root = make_prepared(
+        tmp_path_factory.mktemp("sam") / "prepared",
+        frames,
+        edited[:H, :W].copy(),
+        clip_id="c1",
+        source={"video": "/data/c1.mp4"},
+    )
     return root, frames, region
 
 
@@ -122,7 +128,7 @@ def test_box_shape_is_the_official_conversion():
     edit[0, 0:20, 0:20] = True  # at the top-left border: grow 2, x0 = max(0, -1) = 0, width 20 + 2 (official)
     edit[0, 80:87, 100:107] = True  # 7x7 = 49 px box < 50: dropped
     edit[0, 60:65, 100:110] = True  # 10x5 = 50 px box: kept (area below 50 is dropped, not 50 itself)
-    box = masks.box_shape(edit, grow=0.1, min_area=50)[0]
+    box = box_shape(edit, grow=0.1, min_area=50)[0]
     boxes = sorted(component_boxes(box))
     assert boxes == [(0, 0, 22, 22), (29, 19, 62, 41), (100, 60, 111, 65)]
     assert not box[80:87, 100:107].any()
@@ -134,14 +140,14 @@ def test_box_shape_one_box_per_contour_and_union():
     b = np.zeros((1, 60, 60), bool)
     a[0, 10:30, 10:30], b[0, 25:40, 25:50] = True, True
     union = a | b
-    assert component_boxes(masks.box_shape(union, 0.0, 50)[0]) == [(10, 10, 50, 40)]
+    assert component_boxes(box_shape(union, 0.0, 50)[0]) == [(10, 10, 50, 40)]
     # apart: one box each
     b2 = np.zeros((1, 60, 60), bool)
     b2[0, 45:55, 45:55] = True
-    assert sorted(component_boxes(masks.box_shape(a | b2, 0.0, 50)[0])) == [(10, 10, 30, 30), (45, 45, 55, 55)]
+    assert sorted(component_boxes(box_shape(a | b2, 0.0, 50)[0])) == [(10, 10, 30, 30), (45, 45, 55, 55)]
     # exact shape keeps the union itself; dilation grows it
-    np.testing.assert_array_equal(masks.exact_shape(union, 0), union)
-    assert masks.exact_shape(union, 2).sum() > union.sum()
+    np.testing.assert_array_equal(exact_shape(union, 0), union)
+    assert exact_shape(union, 2).sum() > union.sum()
 
 
 # ----------------------------------------------------------------------------- SAM2
@@ -151,8 +157,9 @@ def test_propagate_visits_every_frame_forward_then_backward(sam2, clip):
     model, proc = sam2
     _, frames, _ = clip
     sess = proc.init_video_session(video=list(frames), inference_device="cpu", video_storage_device="cpu")
-    proc.add_inputs_to_inference_session(inference_session=sess, frame_idx=2, obj_ids=1,
-                                         input_points=[[[[20.0, 20.0]]]], input_labels=[[[1]]])
+    proc.add_inputs_to_inference_session(
+        inference_session=sess, frame_idx=2, obj_ids=1, input_points=[[[[20.0, 20.0]]]], input_labels=[[[1]]]
+    )
     model(inference_session=sess, frame_idx=2)
     import torch
 
@@ -164,10 +171,13 @@ def test_propagate_visits_every_frame_forward_then_backward(sam2, clip):
 def test_track_sam2_several_objects(sam2, clip):
     model, proc = sam2
     _, frames, _ = clip
-    from loraedit.mask_prompts import SamObject
+    from loraedit.sheet.mask_columns import SamObject
 
-    objs = [SamObject(1, [(20.0, 20.0), (5.0, 5.0)], [1, 0]), SamObject(2, [], [], (40.0, 10.0, 70.0, 40.0)),
-            SamObject(7, [(50.0, 30.0)], [1], (40.0, 10.0, 70.0, 40.0))]
+    objs = [
+        SamObject(1, [(20.0, 20.0), (5.0, 5.0)], [1, 0]),
+        SamObject(2, [], [], (40.0, 10.0, 70.0, 40.0)),
+        SamObject(7, [(50.0, 30.0)], [1], (40.0, 10.0, 70.0, 40.0)),
+    ]
     out = track_sam2(model, proc, frames, 2, objs)
     assert out.shape == (3, T, H, W) and out.dtype == bool
     again = track_sam2(model, proc, frames, 2, objs)
@@ -180,11 +190,16 @@ def test_sam2_source_union_coordinates_and_info(sam2, clip, tmp_path):
     keep, info = masks.compute_masks_info(root, {"shape": "exact"}, None, "c1", row)
     assert info["source"] == "sam2" and info["objects"] == [1, 2] and info["prompt_frame_prepared"] == 0
     # the source's keep mask is the union of the objects, tracked here directly
-    from loraedit.mask_prompts import SamObject
+    from loraedit.sheet.mask_columns import SamObject
 
     model, proc = sam2
-    per_obj = track_sam2(model, proc, frames, 0, [SamObject(1, [(20.0, 20.0), (5.0, 5.0)], [1, 0]),
-                                                  SamObject(2, [(60.0, 30.0)], [1], (40.0, 10.0, 70.0, 40.0))])
+    per_obj = track_sam2(
+        model,
+        proc,
+        frames,
+        0,
+        [SamObject(1, [(20.0, 20.0), (5.0, 5.0)], [1, 0]), SamObject(2, [(60.0, 30.0)], [1], (40.0, 10.0, 70.0, 40.0))],
+    )
     np.testing.assert_array_equal(keep, (~per_obj.any(0)).astype(np.uint8))  # frame 0 too
     assert len(info["object_area"]) == 2 and len(info["object_area"][0]) == T
 
@@ -193,15 +208,23 @@ def test_sam2_prompt_frame_and_source_pixels(tmp_path, monkeypatch):
     # source 144x96, 9 frames -> prepared 72x48, 5 frames (indices 0, 2, 4, 6, 8)
     frames, edited, _ = moving_square_clip()
     frames = np.stack([cv2.resize(f, (W, H)) for f in frames[:T]])
-    root = make_prepared(tmp_path / "p", frames, cv2.resize(edited, (W, H)), clip_id="c2", src_num_frames=9,
-                         src_size=[144, 96], frame_indices=[0, 2, 4, 6, 8], source={"video": "/v.mp4"})
+    root = make_prepared(
+        tmp_path / "p",
+        frames,
+        cv2.resize(edited, (W, H)),
+        clip_id="c2",
+        src_num_frames=9,
+        src_size=[144, 96],
+        frame_indices=[0, 2, 4, 6, 8],
+        source={"video": "/v.mp4"},
+    )
     seen = {}
 
     def spy(model, proc, frames_, start, objects, device, dtype):
         seen.update(start=start, objects=objects)
         return np.zeros((len(objects), *frames_.shape[:3]), bool)
 
-    monkeypatch.setattr("loraedit.sam_masks.track_sam2", spy)
+    monkeypatch.setattr("loraedit.masks.sam.track_sam2", spy)
     _, info = masks.compute_masks_info(root, {}, None, "c2", {"mask_points": "+100,50", "mask_frame": "5"})
     assert seen["start"] == 2 and info["prompt_frame_source"] == 5
     assert not any("was not kept" in w for w in info["warnings"])
@@ -255,8 +278,9 @@ def test_track_sam3_union_of_instances_every_frame(clip):
     # the union is the OR of what postprocess_outputs gives per frame
     import torch
 
-    sess = proc.init_video_session(video=list(frames), inference_device="cpu", processing_device="cpu",
-                                   video_storage_device="cpu")
+    sess = proc.init_video_session(
+        video=list(frames), inference_device="cpu", processing_device="cpu", video_storage_device="cpu"
+    )
     sess = proc.add_text_prompt(inference_session=sess, text="a blue square")
     with torch.inference_mode():
         for f, out in _propagate(model, sess, 2, T):
@@ -306,7 +330,7 @@ def test_degenerate_mask_warning_reaches_source_json_and_sheet(clip, tmp_path, v
 
 
 def test_contact_sheet_shows_first_middle_last_with_boxes(clip):
-    from loraedit.mask_check import contact_sheet
+    from loraedit.masks.check import contact_sheet
 
     _, frames, region = clip
     keep = (~region).astype(np.uint8)
@@ -315,18 +339,28 @@ def test_contact_sheet_shows_first_middle_last_with_boxes(clip):
     assert contact_frames(T) == [0, 2, 4] and contact_frames(1) == [0]
     scale = -(-192 // H)
     assert img.shape == (20 + H * scale, 3 * W * scale + 8, 3)
-    last = img[20:, 2 * (W * scale + 4):]  # third panel: frame T
+    last = img[20:, 2 * (W * scale + 4) :]  # third panel: frame T
     green = (last[..., 0] == 0) & (last[..., 1] == 255) & (last[..., 2] == 0)
     ys, xs = np.nonzero(green)
-    (x0, y0, x1, y1), = component_boxes(region[-1])
+    ((x0, y0, x1, y1),) = component_boxes(region[-1])
     assert (xs.min(), ys.min()) == (x0 * scale, y0 * scale) and (xs.max(), ys.max()) == (x1 * scale - 1, y1 * scale - 1)
 
 
 def test_manifest_reads_mask_sources(tmp_path):
     (tmp_path / "a" / "masks").mkdir(parents=True)
     (tmp_path / "b" / "masks").mkdir(parents=True)
-    (tmp_path / "a" / "masks" / "source.json").write_text(json.dumps(
-        {"clip_id": "a", "source": "sam2", "objects": [1, 2], "edit_fraction": 0.2, "warnings": [], "object_area": [[0]]}))
+    (tmp_path / "a" / "masks" / "source.json").write_text(
+        json.dumps(
+            {
+                "clip_id": "a",
+                "source": "sam2",
+                "objects": [1, 2],
+                "edit_fraction": 0.2,
+                "warnings": [],
+                "object_area": [[0]],
+            }
+        )
+    )
     got = read_mask_sources([tmp_path / "a" / "masks", tmp_path / "b" / "masks"])
     assert got == {"a": {"source": "sam2", "objects": [1, 2], "edit_fraction": 0.2, "warnings": []}}
 
@@ -335,7 +369,7 @@ def test_real_loaders_read_a_local_folder(clip, tmp_path):
     """The stage's loader path for real weights: a saved checkpoint folder (here a tiny one) loads as saved."""
     import torch
 
-    from loraedit.sam_models import load_sam2, load_sam3
+    from loraedit.masks.sam_models import load_sam2, load_sam3
 
     for build, load, name in [(build_tiny_sam2, load_sam2, "sam2"), (build_tiny_sam3, load_sam3, "sam3")]:
         model, proc = build(seed=3)
@@ -345,8 +379,9 @@ def test_real_loaders_read_a_local_folder(clip, tmp_path):
         assert type(loaded) is type(model) and type(loaded_proc) is type(proc) and not loaded.training
         ref = model.state_dict()
         assert all(torch.equal(ref[k], v) for k, v in loaded.state_dict().items())
-    _, info = masks.compute_masks_info(clip[0], {"sam2_model": str(tmp_path / "sam2")}, None, "c1",
-                                       {"mask_box": "10,10,40,40"})
+    _, info = masks.compute_masks_info(
+        clip[0], {"sam2_model": str(tmp_path / "sam2")}, None, "c1", {"mask_box": "10,10,40,40"}
+    )
     assert info["model"] == str(tmp_path / "sam2")
     with pytest.raises(RuntimeError, match="cannot load SAM2 from '/nonexistent'.*local folder or a hub id"):
         load_sam2("/nonexistent")

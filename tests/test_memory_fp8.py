@@ -5,9 +5,10 @@ weight, nothing but the LoRA trains, and the LoRA gradients stay close to the pl
 import torch
 
 from loraedit import training as tr
+from loraedit.backends import wan
+from loraedit.backends.wan import tiny
 from loraedit.memory import fp8
 from loraedit.memory.apply import setup_training
-from loraedit.models import tiny
 
 SETTINGS = tr.TrainSettings(rank=4, checkpoint_every=0, gradient_checkpointing=True)
 
@@ -33,21 +34,26 @@ def test_fp8_linear_forward_and_input_gradient():
 def test_fp8_matmul_mode_trains_only_the_lora():
     def model():
         m = tiny.build_tiny_transformer()
-        tr.add_lora(m, SETTINGS)
+        tr.add_lora(m, SETTINGS, wan)
         return m
 
     def lora_grads(m):
         s = torch.Generator().manual_seed(0)
-        sample = {"latents": torch.randn(1, 16, 2, 4, 6, generator=s), "condition": torch.randn(1, 20, 2, 4, 6, generator=s),
-                  "prompt_embeds": torch.randn(1, 8, 32, generator=s), "image_embeds": torch.randn(1, 5, 32, generator=s)}
+        sample = {
+            "latents": torch.randn(1, 16, 2, 4, 6, generator=s),
+            "condition": torch.randn(1, 20, 2, 4, 6, generator=s),
+            "prompt_embeds": torch.randn(1, 8, 32, generator=s),
+            "image_embeds": torch.randn(1, 5, 32, generator=s),
+        }
         noise = torch.randn(1, 16, 2, 4, 6, generator=s)
-        tr.flow_matching_loss(m, sample, 0.5, noise, SETTINGS, torch.device("cpu")).backward()
+        tr.flow_matching_loss(m, sample, 0.5, noise, SETTINGS, torch.device("cpu"), wan).backward()
         return torch.cat([p.grad.flatten() for n, p in m.named_parameters() if p.requires_grad])
 
     plain, quantized = model(), model()
     setup_training(plain, {"memory": "auto", "gradient_checkpointing": True}, torch.device("cpu"), 12)
-    setup_training(quantized, {"memory": "auto", "gradient_checkpointing": True, "fp8_matmul": True},
-                   torch.device("cpu"), 12)
+    setup_training(
+        quantized, {"memory": "auto", "gradient_checkpointing": True, "fp8_matmul": True}, torch.device("cpu"), 12
+    )
     fp8_layers = [m for m in quantized.blocks.modules() if hasattr(m, "weight_scale")]
     assert len(fp8_layers) == 12 * len(quantized.blocks)  # q k v o in attn1 and attn2, add_k/add_v, two FFN
     a, b = lora_grads(plain), lora_grads(quantized)

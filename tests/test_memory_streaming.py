@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from loraedit import training as tr
+from loraedit.backends import wan
+from loraedit.backends.wan import tiny
 from loraedit.memory.activations import ActivationOffload
 from loraedit.memory.checkpointing import BlockCheckpoint
 from loraedit.memory.streamer import FORWARD, RECOMPUTE, BlockWeightStreamer
-from loraedit.models import tiny
 
 LAYERS = 4
 SETTINGS = tr.TrainSettings(rank=4, lr=1e-2, steps=3, checkpoint_every=0, gradient_checkpointing=True)
@@ -17,18 +18,21 @@ SETTINGS = tr.TrainSettings(rank=4, lr=1e-2, steps=3, checkpoint_every=0, gradie
 
 def lora_model():
     model = tiny.build_tiny_transformer(num_layers=LAYERS, ffn_dim=96, attention_head_dim=16)
-    tr.add_lora(model, SETTINGS)
+    tr.add_lora(model, SETTINGS, wan)
     return model
 
 
 def sample(seed=0):
     g = torch.Generator().manual_seed(seed)
     model_cfg = tiny.TINY_DEFAULTS
-    return {"name": "clip", "weight": 1.0,
-            "latents": torch.randn(1, 16, 2, 4, 6, generator=g),  # (1, 16, T_lat, h, w)
-            "condition": torch.randn(1, 20, 2, 4, 6, generator=g),
-            "prompt_embeds": torch.randn(1, 8, model_cfg["text_dim"], generator=g),  # (1, L, D_text)
-            "image_embeds": torch.randn(1, 5, model_cfg["image_dim"], generator=g)}
+    return {
+        "name": "clip",
+        "weight": 1.0,
+        "latents": torch.randn(1, 16, 2, 4, 6, generator=g),  # (1, 16, T_lat, h, w)
+        "condition": torch.randn(1, 20, 2, 4, 6, generator=g),
+        "prompt_embeds": torch.randn(1, 8, model_cfg["text_dim"], generator=g),  # (1, L, D_text)
+        "image_embeds": torch.randn(1, 5, model_cfg["image_dim"], generator=g),
+    }
 
 
 def streamed(resident, slots=2, offload=None, save_attention=False):
@@ -40,8 +44,15 @@ def streamed(resident, slots=2, offload=None, save_attention=False):
 
 def lora_grads(model):
     model.zero_grad(set_to_none=True)
-    loss = tr.flow_matching_loss(model, sample(), 0.6, torch.randn(1, 16, 2, 4, 6, generator=torch.Generator().manual_seed(3)),
-                                 SETTINGS, torch.device("cpu"))
+    loss = tr.flow_matching_loss(
+        model,
+        sample(),
+        0.6,
+        torch.randn(1, 16, 2, 4, 6, generator=torch.Generator().manual_seed(3)),
+        SETTINGS,
+        torch.device("cpu"),
+        wan,
+    )
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -75,14 +86,27 @@ def test_prefetch_order_forward_then_reverse_recompute():
     # Step 1: blocks 1 and 2 are prefetched while block 0 (resident) runs; block 3 replaces
     # block 1 during block 2; the backward recompute runs 3, 2, then needs 1, loaded during 2.
     assert first == [
-        (FORWARD, 1, "load", 0), (FORWARD, 2, "load", 1),
-        (FORWARD, 1, "hit", 0), (FORWARD, 2, "hit", 1), (FORWARD, 3, "load", 0), (FORWARD, 3, "hit", 0),
-        (RECOMPUTE, 3, "hit", 0), (RECOMPUTE, 2, "hit", 1), (RECOMPUTE, 1, "load", 0), (RECOMPUTE, 1, "hit", 0),
+        (FORWARD, 1, "load", 0),
+        (FORWARD, 2, "load", 1),
+        (FORWARD, 1, "hit", 0),
+        (FORWARD, 2, "hit", 1),
+        (FORWARD, 3, "load", 0),
+        (FORWARD, 3, "hit", 0),
+        (RECOMPUTE, 3, "hit", 0),
+        (RECOMPUTE, 2, "hit", 1),
+        (RECOMPUTE, 1, "load", 0),
+        (RECOMPUTE, 1, "hit", 0),
     ]
     # Step 2 starts with 1 and 2 resident (the reverse pass ended there): no load is ever late.
     assert streamer.events == [
-        (FORWARD, 1, "hit", 0), (FORWARD, 2, "hit", 1), (FORWARD, 3, "load", 0), (FORWARD, 3, "hit", 0),
-        (RECOMPUTE, 3, "hit", 0), (RECOMPUTE, 2, "hit", 1), (RECOMPUTE, 1, "load", 0), (RECOMPUTE, 1, "hit", 0),
+        (FORWARD, 1, "hit", 0),
+        (FORWARD, 2, "hit", 1),
+        (FORWARD, 3, "load", 0),
+        (FORWARD, 3, "hit", 0),
+        (RECOMPUTE, 3, "hit", 0),
+        (RECOMPUTE, 2, "hit", 1),
+        (RECOMPUTE, 1, "load", 0),
+        (RECOMPUTE, 1, "hit", 0),
     ]
     assert not [e for e in first + streamer.events if e[2] == "miss"]
 
@@ -91,16 +115,28 @@ def test_inference_prefetches_the_next_forward_pass():
     model, streamer = streamed(resident=0, slots=2)
     plain = lora_model().eval()
     x = sample()
-    kw = {"hidden_states": torch.cat([x["latents"], x["condition"]], 1), "timestep": torch.tensor([500.0]),
-              "encoder_hidden_states": x["prompt_embeds"], "encoder_hidden_states_image": x["image_embeds"], "return_dict": False}
+    kw = {
+        "hidden_states": torch.cat([x["latents"], x["condition"]], 1),
+        "timestep": torch.tensor([500.0]),
+        "encoder_hidden_states": x["prompt_embeds"],
+        "encoder_hidden_states_image": x["image_embeds"],
+        "return_dict": False,
+    }
     with torch.no_grad():
         outs = [model.eval()(**kw)[0] for _ in range(2)]
         expected = plain(**kw)[0]
     assert all(torch.equal(o, expected) for o in outs)
     # Only the very first block is late (cold start); each block loads the next one, and the last
     # block loads block 0 for the next pass (the next denoising step).
-    one_pass = [(FORWARD, 1, "load", 1), (FORWARD, 1, "hit", 1), (FORWARD, 2, "load", 0), (FORWARD, 2, "hit", 0),
-                (FORWARD, 3, "load", 1), (FORWARD, 3, "hit", 1), (FORWARD, 0, "load", 0)]
+    one_pass = [
+        (FORWARD, 1, "load", 1),
+        (FORWARD, 1, "hit", 1),
+        (FORWARD, 2, "load", 0),
+        (FORWARD, 2, "hit", 0),
+        (FORWARD, 3, "load", 1),
+        (FORWARD, 3, "hit", 1),
+        (FORWARD, 0, "load", 0),
+    ]
     assert streamer.events == [(FORWARD, 0, "miss", 0)] + one_pass + [(FORWARD, 0, "hit", 0)] + one_pass
 
 
@@ -167,7 +203,7 @@ def attention_runs_in_backward(save_attention):
 
     model = lora_model()
     model.enable_gradient_checkpointing(BlockCheckpoint(save_attention=save_attention))
-    loss = tr.flow_matching_loss(model, sample(), 0.6, torch.randn(1, 16, 2, 4, 6), SETTINGS, torch.device("cpu"))
+    loss = tr.flow_matching_loss(model, sample(), 0.6, torch.randn(1, 16, 2, 4, 6), SETTINGS, torch.device("cpu"), wan)
     with Count():
         loss.backward()
     return Count.runs
@@ -186,10 +222,11 @@ def test_selective_checkpointing_keeps_attention_instead_of_recomputing_it():
 def test_streaming_fp8_stored_weights():
     """fp8 storage (diffusers layerwise casting: cast to the compute dtype around each Linear) with
     the streamed masters in fp8: the same gradients as the plain fp8 model."""
+
     def fp8_model():
         model = tiny.build_tiny_transformer(num_layers=LAYERS, ffn_dim=96, attention_head_dim=16)
         model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
-        tr.add_lora(model, SETTINGS)
+        tr.add_lora(model, SETTINGS, wan)
         return model
 
     plain = fp8_model()

@@ -1,13 +1,14 @@
 """`train.memory` wired through `stages.prepare_for_training` and `training.train` (tiny, CPU): the
-low mode (every block streamed, inputs offloaded) trains the same LoRA as the plain model, and
-the Wan2.2 expert that is not training is parked on the CPU."""
+low mode (every block streamed, inputs offloaded, the probe step run first) trains the same LoRA
+as the plain model, and the Wan2.2 expert that is not training is parked on the CPU."""
 
 import torch
 
 from loraedit import stages
 from loraedit import training as tr
+from loraedit.backends import wan
+from loraedit.backends.registry import load_transformers
 from loraedit.memory.checkpointing import BlockCheckpoint
-from loraedit.models.wan import load_transformers
 
 CPU = torch.device("cpu")
 SETTINGS = tr.TrainSettings(rank=4, lr=1e-2, steps=2, checkpoint_every=0, gradient_checkpointing=True)
@@ -15,17 +16,31 @@ SETTINGS = tr.TrainSettings(rank=4, lr=1e-2, steps=2, checkpoint_every=0, gradie
 
 def sample():
     g = torch.Generator().manual_seed(0)
-    return {"name": "clip", "weight": 1.0, "latents": torch.randn(1, 16, 2, 4, 6, generator=g),
-            "condition": torch.randn(1, 20, 2, 4, 6, generator=g), "prompt_embeds": torch.randn(1, 8, 32, generator=g),
-            "image_embeds": None}
+    return {
+        "name": "clip",
+        "weight": 1.0,
+        "latents": torch.randn(1, 16, 2, 4, 6, generator=g),
+        "condition": torch.randn(1, 20, 2, 4, 6, generator=g),
+        "prompt_embeds": torch.randn(1, 8, 32, generator=g),
+        "image_embeds": None,
+    }
 
 
 def train_experts(train_cfg, tmp_path):
     experts = load_transformers({"backend": "tiny-wan2.2"}, None, torch.float32)
     states, checkpoint_fns = [], []
     for i, transformer in enumerate(experts):
-        stages.prepare_for_training(transformer, SETTINGS, train_cfg, CPU, tokens=12)
-        tr.train(transformer, [sample()], SETTINGS, CPU, tmp_path / f"{train_cfg.get('memory')}{i}", progress=False)
+        # As stages.run_train: the probe step first (it runs for the low mode: streaming can fail over)
+        stages.prepare_for_training(transformer, SETTINGS, train_cfg, CPU, wan, tokens=12, probe_sample=sample())
+        tr.train(
+            transformer,
+            [sample()],
+            SETTINGS,
+            CPU,
+            tmp_path / f"{train_cfg.get('memory')}{i}",
+            progress=False,
+            family=wan,
+        )
         checkpoint_fns.append(transformer._gradient_checkpointing_func)
         states.append(tr.lora_state(transformer))
         if i + 1 < len(experts):

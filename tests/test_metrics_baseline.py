@@ -16,7 +16,6 @@ def ramp_video(n: int, w: int, h: int) -> np.ndarray:
     return np.stack([np.broadcast_to(20 * i + x, (h, w, 3)) for i in range(n)]).astype(np.uint8)
 
 
-
 @pytest.fixture
 def baselines(tmp_path):
     folder = tmp_path / "anyv2v"

@@ -8,7 +8,6 @@ import torch
 from loraedit.metrics.clip_sim import CLIPEmbedder, clip_metrics, load_clip_embedder, pair_similarity, tiny_clip
 
 
-
 @pytest.fixture(scope="module")
 def photos():
     names = ["astronaut", "coffee", "chelsea", "rocket"]

@@ -37,7 +37,6 @@ def lite0(num_classes: int):
     return model.eval()
 
 
-
 @pytest.fixture(scope="module")
 def photos():
     return np.stack([np.ascontiguousarray(getattr(skimage.data, n)()[..., :3][:300, :300]) for n in NAMES])

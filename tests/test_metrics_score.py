@@ -29,7 +29,6 @@ def edit_masks() -> np.ndarray:
 FAST = {"pyiqa_metrics": ["psnr", "ssim", "entropy"]}
 
 
-
 @pytest.fixture(scope="module")
 def clip():
     return panning_clip()
@@ -128,5 +127,11 @@ def test_multiscale_metric_on_small_frames_is_na_not_a_crash():
     frames = np.random.default_rng(0).integers(0, 255, (2, 48, 48, 3), dtype=np.uint8)
     rec = pyiqa_metric("cw_ssim", frames, frames)
     assert rec["value"] is None and "under 64 px" in rec["note"]
-    assert pyiqa_metric("cw_ssim", np.pad(frames, ((0, 0), (8, 8), (8, 8), (0, 0))),
-                        np.pad(frames, ((0, 0), (8, 8), (8, 8), (0, 0))))["value"] > 0.99
+    assert (
+        pyiqa_metric(
+            "cw_ssim",
+            np.pad(frames, ((0, 0), (8, 8), (8, 8), (0, 0))),
+            np.pad(frames, ((0, 0), (8, 8), (8, 8), (0, 0))),
+        )["value"]
+        > 0.99
+    )

@@ -1,10 +1,12 @@
 import json
 
+import cv2
 import numpy as np
 import pytest
 
 from loraedit import prepare
 from loraedit.errors import ClipError
+from loraedit.frames import resample_indices, resize_center_crop
 from loraedit.video_io import read_frames, read_image, read_video, write_frames, write_mp4, write_png
 
 CFG = {"num_frames": 9, "landscape": [48, 32], "portrait": [32, 48], "square": [32, 32]}
@@ -28,9 +30,14 @@ def sample(tmp_path):
     write_png(tmp_path / "x12.png", np.full((32, 48, 3), 50, np.uint8))  # half size, same aspect
     write_mp4(tmp_path / "gt.mp4", 255 - src, fps=10)
     return {
-        "clip_id": "c1", "video": str(tmp_path / "v.mp4"), "edited_first_frame": str(tmp_path / "e.png"),
-        "prompt": "p3rs0n, a thing", "source_prompt": None, "extra_edits": {12: str(tmp_path / "x12.png")},
-        "gt_video": str(tmp_path / "gt.mp4"), "mask": float("nan"),
+        "clip_id": "c1",
+        "video": str(tmp_path / "v.mp4"),
+        "edited_first_frame": str(tmp_path / "e.png"),
+        "prompt": "p3rs0n, a thing",
+        "source_prompt": None,
+        "extra_edits": {12: str(tmp_path / "x12.png")},
+        "gt_video": str(tmp_path / "gt.mp4"),
+        "mask": float("nan"),
     }
 
 
@@ -71,29 +78,29 @@ def test_resize_center_crop_keeps_the_centre():
     img[:, :100] = (255, 0, 0)
     img[:, 100:200] = (0, 255, 0)
     img[:, 200:] = (0, 0, 255)
-    out = prepare.resize_center_crop(img, 48, 48)  # cover -> 144x48, crop the middle third
+    out = resize_center_crop(img, 48, 48)  # cover -> 144x48, crop the middle third
     assert out.shape == (48, 48, 3)
     assert (out[:, 4:-4] == (0, 255, 0)).all()
-    up = prepare.resize_center_crop(img[:10, :30], 64, 32)
+    up = resize_center_crop(img[:10, :30], 64, 32)
     assert up.shape == (32, 64, 3)
     mask = (np.arange(40)[None, :] < 20).repeat(20, 0).astype(np.uint8)  # (20, 40)
-    out = prepare.resize_center_crop(mask, 16, 16, interpolation=prepare.cv2.INTER_NEAREST)
+    out = resize_center_crop(mask, 16, 16, interpolation=cv2.INTER_NEAREST)
     assert set(np.unique(out)) == {0, 1} and out[:, :8].all() and not out[:, 8:].any()
 
 
 def test_resample_indices_uniform():
-    idx = prepare.resample_indices(100, 13)
+    idx = resample_indices(100, 13)
     assert idx[0] == 0 and idx[-1] == 99 and len(idx) == 13
     assert np.all(np.diff(idx) >= 8) and np.all(np.diff(idx) <= 9)
-    np.testing.assert_array_equal(prepare.resample_indices(17, 17), np.arange(17))
+    np.testing.assert_array_equal(resample_indices(17, 17), np.arange(17))
 
 
 def test_resample_indices_padding():
     with pytest.raises(ValueError) as e:
-        prepare.resample_indices(16, 17)
+        resample_indices(16, 17)
     assert str(e.value) == "clip has 16 frames, 17 requested; set prepare.pad: loop|hold or lower num_frames"
-    np.testing.assert_array_equal(prepare.resample_indices(3, 5, "hold"), [0, 1, 2, 2, 2])
-    np.testing.assert_array_equal(prepare.resample_indices(3, 5, "loop"), [0, 1, 2, 0, 1])
+    np.testing.assert_array_equal(resample_indices(3, 5, "hold"), [0, 1, 2, 2, 2])
+    np.testing.assert_array_equal(resample_indices(3, 5, "loop"), [0, 1, 2, 0, 1])
 
 
 def test_prepare_clip_outputs(tmp_path, sample):

@@ -129,7 +129,9 @@ def test_retries():
 def test_a_small_local_checkpoint_gets_the_tiny_figures(tmp_path):
     """The bundled toy model loads through a real backend; its 9 MB of weights must not ask SLURM for
     the 14B model's memory. A real-size folder (a sparse 2 GiB file) keeps the backend's figures."""
-    toy = {"model": {"backend": "wan2.1-i2v-480p", "path": str(Path(__file__).parents[1] / "models" / "toy-wan2.1-i2v")}}
+    toy = {
+        "model": {"backend": "wan2.1-i2v-480p", "path": str(Path(__file__).parents[1] / "models" / "toy-wan2.1-i2v")}
+    }
     assert rule_resources(toy, "train_lora") == rule_resources(TINY, "train_lora")
     big = tmp_path / "big"
     (big / "transformer").mkdir(parents=True)

@@ -30,8 +30,18 @@ OVERLAY = {
 def test_killed_run_resumes_after_unlock(tmp_path):
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(yaml.safe_dump(OVERLAY))
-    cmd = [str(SNAKEMAKE), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-           "--configfile", str(REPO / "config" / "config.yaml"), str(overlay)]
+    cmd = [
+        str(SNAKEMAKE),
+        "--cores",
+        "1",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(REPO / "config" / "config.yaml"),
+        str(overlay),
+    ]
 
     # 1. Run until training has written a checkpoint, then SIGKILL the head and its jobs.
     with open(tmp_path / "first.out", "w") as out:

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from loraedit.errors import SheetError
-from loraedit.samples import DEFAULT_SCHEMA, load_samples, parse_extra_edits, sample_row
+from loraedit.sheet.samples import DEFAULT_SCHEMA, load_samples, parse_extra_edits, sample_row
 
 HEADER = ["clip_id", "video", "edited_first_frame", "mask", "prompt", "extra_edits"]
 

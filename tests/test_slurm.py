@@ -32,10 +32,25 @@ TIMEOUT = 900
 # enough (and checkpoints often enough) to be killed between two checkpoints: the tiny model trains at
 # ~30 steps/s on the CPU, so 60 steps (2 s) let the run finish before the poll saw a checkpoint once.
 # Plumbing: the random tiny model and the shapes world (a landscape clip).
-DEMO_OVERLAY = {"model": {"backend": "tiny", "path": None}, "demo": {"world": "shapes", "num_clips": 1},
-                "methods": ["mask"], "train": {"steps": 400, "checkpoint_every": 3}, "infer": {"num_steps": 2}}
-DEMO_RULES = {"demo_data", "prepare", "caption", "masks", "train_lora", "infer", "score",
-              "side_by_side", "aggregate", "bar_charts"}
+DEMO_OVERLAY = {
+    "model": {"backend": "tiny", "path": None},
+    "demo": {"world": "shapes", "num_clips": 1},
+    "methods": ["mask"],
+    "train": {"steps": 400, "checkpoint_every": 3},
+    "infer": {"num_steps": 2},
+}
+DEMO_RULES = {
+    "demo_data",
+    "prepare",
+    "caption",
+    "masks",
+    "train_lora",
+    "infer",
+    "score",
+    "side_by_side",
+    "aggregate",
+    "bar_charts",
+}
 
 
 def _snakemake() -> list[str]:
@@ -62,8 +77,13 @@ class ProfileRun:
     def start(self, log_name: str) -> None:
         self.log_path = self.workdir / log_name
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.cmd + ["--slurm-keep-successful-logs"], cwd=ROOT, env=self.slurm["env"],
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.cmd + ["--slurm-keep-successful-logs"],
+            cwd=ROOT,
+            env=self.slurm["env"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def crash(self, when: str) -> tuple[Path, dict[str, list[str]]]:
         """Once a file matching the glob `when` exists under the workdir: SIGKILL the head (its lock
@@ -88,17 +108,21 @@ class ProfileRun:
         log = self.log_path.read_text()
         if rc != 0:
             # The cause is in the failed jobs' own logs (SLURM's output files).
-            failed = [f"--- {p} ---\n{p.read_text()[-2000:]}"
-                      for p in sorted((self.workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
-                      if "Error" in p.read_text()]
+            failed = [
+                f"--- {p} ---\n{p.read_text()[-2000:]}"
+                for p in sorted((self.workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+                if "Error" in p.read_text()
+            ]
             ctld = (self.slurm["state"] / "log" / "slurmctld.log").read_text()[-2000:]
-            pytest.fail(f"snakemake failed ({rc}):\n{log[-5000:]}\n" + "\n".join(failed)
-                        + f"\n--- slurmctld.log ---\n{ctld}")
+            pytest.fail(
+                f"snakemake failed ({rc}):\n{log[-5000:]}\n" + "\n".join(failed) + f"\n--- slurmctld.log ---\n{ctld}"
+            )
         return log, _submitted_ids(log)
 
     def dry_run(self) -> str:
-        return subprocess.run(self.cmd + ["-n"], cwd=ROOT, env=self.slurm["env"], capture_output=True,
-                              text=True, timeout=300).stdout
+        return subprocess.run(
+            self.cmd + ["-n"], cwd=ROOT, env=self.slurm["env"], capture_output=True, text=True, timeout=300
+        ).stdout
 
     def stop(self):
         if self.proc.poll() is None:
@@ -113,13 +137,17 @@ def slurm(tmp_path_factory):
         print(reason, file=sys.stderr)
         pytest.skip(reason)
     state = tmp_path_factory.mktemp("slurm")
-    started = subprocess.run(["bash", str(CLUSTER / "start_slurm.sh"), str(state)],
-                             capture_output=True, text=True, timeout=900)
+    started = subprocess.run(
+        ["bash", str(CLUSTER / "start_slurm.sh"), str(state)], capture_output=True, text=True, timeout=900
+    )
     assert started.returncode == 0, f"start_slurm.sh failed:\n{started.stdout}\n{started.stderr}"
     pids = {name: int(pid) for name, pid in (line.split() for line in (state / "pids").read_text().splitlines())}
     assert set(pids) == {"munged", "slurmctld", "slurmd"}
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLURM_", "SNAKEMAKE_")) and k not in ("CUDA_VISIBLE_DEVICES", "LORAEDIT_NUM_GPUS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLURM_", "SNAKEMAKE_")) and k not in ("CUDA_VISIBLE_DEVICES", "LORAEDIT_NUM_GPUS")
+    }
     env["SLURM_CONF"] = str(state / "slurm.conf")
     env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}"
     try:
@@ -138,8 +166,11 @@ def runs(slurm, tmp_path_factory):
     overlay.write_text(yaml.safe_dump(DEMO_OVERLAY))
     started = {
         "small": ProfileRun(slurm, small_dir, ["-s", str(CLUSTER / "Snakefile"), "--config", "clips=3", "hold=1"]),
-        "demo": ProfileRun(slurm, demo_dir, ["-s", str(ROOT / "Snakefile"),
-                                             "--configfiles", str(ROOT / "config" / "config.yaml"), str(overlay)]),
+        "demo": ProfileRun(
+            slurm,
+            demo_dir,
+            ["-s", str(ROOT / "Snakefile"), "--configfiles", str(ROOT / "config" / "config.yaml"), str(overlay)],
+        ),
     }
     try:
         yield started
@@ -150,8 +181,9 @@ def runs(slurm, tmp_path_factory):
 
 def _job_info(slurm, job_id: str) -> dict[str, str]:
     """`scontrol show job` as a dict (finished jobs stay listed for MinJobAge)."""
-    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=slurm["env"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["scontrol", "show", "job", "-o", job_id], env=slurm["env"], capture_output=True, text=True, check=True
+    ).stdout
     return dict(item.split("=", 1) for item in out.split() if "=" in item)
 
 
@@ -221,9 +253,15 @@ def test_demo_workflow_through_slurm_profile(slurm, runs):
     assert len(sheet) == 2  # header + one clip
     clip = sheet[1].split("\t")[0]
     method = res / clip / "mask"
-    for path in [res / clip / "caption.json", method / "lora" / "pytorch_lora_weights.safetensors",
-                 method / "lora" / "lora_wan.safetensors", method / "loss.csv", method / "output" / "output.mp4",
-                 res / clip / "side_by_side.mp4", res / "tables" / "metrics.md"]:
+    for path in [
+        res / clip / "caption.json",
+        method / "lora" / "pytorch_lora_weights.safetensors",
+        method / "lora" / "lora_wan.safetensors",
+        method / "loss.csv",
+        method / "output" / "output.mp4",
+        res / clip / "side_by_side.mp4",
+        res / "tables" / "metrics.md",
+    ]:
         assert path.is_file() and path.stat().st_size > 0, path
     assert len(list((res / clip / "prepared" / "frames").glob("*.png"))) == 17
     assert len(list((method / "output" / "frames").glob("*.png"))) == 17
@@ -243,6 +281,9 @@ def test_demo_workflow_through_slurm_profile(slurm, runs):
     profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.v8+.yaml").read_text())
     defaults = profile["default-resources"]
     with_resources = {"prepare", "caption", "masks", "train_lora", "infer", "score", "aggregate"}
-    _check_jobs(slurm, run.workdir, ids,
-                lambda rule: rule_resources(config, rule, 1, frames, width, height) if rule in with_resources
-                else defaults)
+    _check_jobs(
+        slurm,
+        run.workdir,
+        ids,
+        lambda rule: rule_resources(config, rule, 1, frames, width, height) if rule in with_resources else defaults,
+    )

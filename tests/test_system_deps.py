@@ -35,8 +35,9 @@ def test_make_test_runs_the_system_setup_first():
 
 @pytest.mark.parametrize("script", SETUPS, ids=lambda p: p.name)
 def test_missing_packages_without_root_stop_with_one_line(script, tmp_path):
-    res = subprocess.run(["/bin/bash", str(script)], env={"PATH": shim_path(tmp_path, 1000)},
-                         capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        ["/bin/bash", str(script)], env={"PATH": shim_path(tmp_path, 1000)}, capture_output=True, text=True, timeout=30
+    )
     assert res.returncode == 1
     message = res.stderr.strip()
     assert len(message.splitlines()) == 1 and "apt-get install" in message, message

@@ -6,9 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loraedit import toy_benchmark, toy_data
-from loraedit.samples import load_samples
+from loraedit.sheet.samples import load_samples
+from loraedit.toy import benchmark as toy_benchmark
+from loraedit.toy import data as toy_data
 from loraedit.video_io import read_frames, read_mask
+
+REPO = Path(__file__).resolve().parents[1]
+TOY_MODEL = REPO / "models" / "toy-wan2.1-i2v"  # the committed checkpoint
 
 BROKEN_CLIP = 1  # toy100-01
 # Measured on it (2 threads): background PSNR 30.73 dB healthy, 23.61 inverted, 23.82 frozen (the
@@ -70,16 +74,18 @@ def broken_runs(tmp_path_factory):
     inverted (training and inference), and with a LoRA that never trains (attached, 0 steps): scores each."""
     import torch
 
-    from loraedit import toy_eval
+    from loraedit.toy import eval as toy_eval
 
     torch.set_num_threads(2)
     truth = toy_data.truth_for({"seed": 100, "index": BROKEN_CLIP, "num_frames": 17, "size": 64})
     runs = {"healthy": {}, "inverted": {"keep": 1 - truth.keep}, "frozen": {"steps": 0}}
     scores = {}
     for name, broken in runs.items():
-        models = toy_eval.load_toy(str(toy_eval.MODEL_DIR))  # fresh: the run attaches its LoRA
+        models = toy_eval.load_toy(str(TOY_MODEL))  # fresh: the run attaches its LoRA
         out = toy_benchmark.edit_in_memory(models, truth, tmp_path_factory.mktemp(name), **broken)
-        scores[name] = {k: _value(toy_benchmark.toy_scores(out, truth), k) for k in ("bg_psnr", "gt_psnr", "edit_color_err")}
+        scores[name] = {
+            k: _value(toy_benchmark.toy_scores(out, truth), k) for k in ("bg_psnr", "gt_psnr", "edit_color_err")
+        }
     return scores
 
 
@@ -103,12 +109,18 @@ def test_reduced_benchmark_reproduces_the_committed_table(tmp_path):
     determinism on the same CPU stack, not a hoped-for ranking."""
     import pandas as pd
 
-    got = toy_benchmark.run_reduced(tmp_path).set_index(["clip_id", "method"]).sort_index()
+    got = toy_benchmark.run_reduced(tmp_path, workflow_dir=REPO).set_index(["clip_id", "method"]).sort_index()
     want = pd.read_csv(Path(__file__).parent / "data" / "toy_benchmark_reduced.csv")
     want = want.set_index(["clip_id", "method"]).sort_index()
     assert list(got.index) == list(want.index)
-    tolerance = {"gt_psnr": 0.05, "gt_ssim": 0.002, "bg_psnr": 0.05, "edit_psnr": 0.05, "edit_color_err": 0.5,
-                 "back_color_err": 0.5}
+    tolerance = {
+        "gt_psnr": 0.05,
+        "gt_ssim": 0.002,
+        "bg_psnr": 0.05,
+        "edit_psnr": 0.05,
+        "edit_color_err": 0.5,
+        "back_color_err": 0.5,
+    }
     for metric, tol in tolerance.items():
         assert got[metric].isna().equals(want[metric].isna()), (metric, got[metric].to_dict())  # n/a where it was
         diff = (got[metric] - want[metric]).abs().dropna()
@@ -121,7 +133,7 @@ def test_cli_remakes_the_reduced_table_or_scores_a_sheet(tmp_path, monkeypatch, 
     import pandas as pd
 
     frame = pd.DataFrame({"clip_id": ["toy100-00"], "method": ["mask"], "bg_psnr": [25.25]})
-    monkeypatch.setattr(toy_benchmark, "run_reduced", lambda workdir: frame)
+    monkeypatch.setattr(toy_benchmark, "run_reduced", lambda workdir, workflow_dir: frame)
     out = tmp_path / "reduced.csv"
     assert toy_benchmark.main(["--reduced", str(out)]) == 0
     assert pd.read_csv(out).equals(frame)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from test_workflow import REPO, run_workflow
 
-from loraedit import toy_benchmark, toy_data
+from loraedit.toy import benchmark as toy_benchmark
+from loraedit.toy import data as toy_data
 from loraedit.video_io import read_frames
 
 # One clip of the default demo (toy world, seed 0), LoRA-Edit's mask method; every other key as
@@ -20,7 +21,7 @@ ONE_CLIP = {"demo": {"num_clips": 1}, "methods": ["mask"], "score": {"pyiqa_metr
 # unedited input (ratio 0.32), background PSNR 39.10 dB (with nearest mask downsampling: 41.07,
 # 38.27 dB; the 5200-step model: 41.85, 39.50 dB; the 2800-step model: 43.9, 40.66 dB).
 # Earlier defaults: box masks and 100 steps 36.0 / 36.13 dB; without the copies 44.4 (ratio 0.42). The edited object keeps its shape only
-# roughly, and this thin turning card fades in later frames (README).
+# roughly, and this thin turning card fades in later frames (docs/toy-world.md).
 MAX_COLOR_ERR_RATIO = 0.45  # edit colour error of the output / that of the unedited input
 MIN_BG_PSNR = 30.0
 
@@ -40,8 +41,10 @@ def test_the_demo_data_holds_one_clip_of_each_case(tmp_path):
     """The demo's data step alone, default config: toy0-00 edits a card, toy0-01 a one-sided object
     (demo.odd_clips: object reaches the sheet maker)."""
     run_workflow(tmp_path, {"demo": {"num_clips": 2, "num_frames": 5}}, targets=["results/demo_data/samples.tsv"])
-    kinds = [json.loads((tmp_path / "results" / "demo_data" / clip / "toy.json").read_text())["kind"]
-             for clip in ("toy0-00", "toy0-01")]
+    kinds = [
+        json.loads((tmp_path / "results" / "demo_data" / clip / "toy.json").read_text())["kind"]
+        for clip in ("toy0-00", "toy0-01")
+    ]
     assert kinds == ["card", "object"]
 
 

@@ -1,21 +1,23 @@
 """The committed pretrained toy model (models/toy-wan2.1-i2v): layout, hash, the real loader, quality bars.
 
-The bars are what the committed weights measured on held-out clips (see the README's "Pretrained toy
-model" section), less a small margin; they are checked with fewer clips / steps than the README's
-numbers to stay within CI time.
+The bars are what the committed weights measured on held-out clips (docs/toy-world.md), less a
+small margin; they are checked with fewer clips / steps than those numbers to stay within CI time.
 """
 
 import hashlib
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
 from loraedit import conditioning as cond
-from loraedit import toy_eval, toy_i2v, toy_pretrain
+from loraedit.toy import eval as toy_eval
+from loraedit.toy import i2v as toy_i2v
+from loraedit.toy import pretrain as toy_pretrain
 
-MODEL = toy_eval.MODEL_DIR
+MODEL = Path(__file__).resolve().parents[1] / toy_eval.TOY_MODEL  # the committed checkpoint
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "image_encoder", "image_processor", "scheduler")
 # Measured on 8 held-out clips (models/toy-wan2.1-i2v-eval.json): VAE 30.20 dB; plain I2V 20.95 dB /
 # SSIM 0.828 against 18.26 dB / 0.757 for "repeat frame 1"; on the moving pixels 14.82 against 10.80 dB.
@@ -53,7 +55,7 @@ def test_loads_through_the_real_wan_loader(toy_models):
     vae = toy_models.encoders.vae
     assert vae.config.scale_factor_spatial == 4 and toy_models.transformers[0].config.in_channels == 36
     clip = toy_eval.heldout_clips(1)[0]
-    latents = cond.encode_video(vae, cond.frames_to_video(clip.video))
+    latents = toy_models.family.encode_video(vae, cond.frames_to_video(clip.video))
     assert latents.shape == (1, 16, 5, 16, 16)  # 17x64x64 -> 5 latent frames of 16x16 (x4 spatial)
     # normalised by the committed latents_mean / latents_std: about unit scale
     assert 0.3 < float(latents.std()) < 3.0
@@ -65,9 +67,16 @@ def test_vae_meets_its_bar(toy_models):
 
 
 def test_one_command_pauses_resumes_and_exports_a_loadable_folder(tmp_path):
-    args = ["--out", str(tmp_path / "model"), "--work", str(tmp_path / "work"),
-            "--vae", '{"steps": 2, "warmup": 1, "base_dim": 4, "batch": 1, "frames": 5, "crop": 16, "whole_steps": 2, "whole_batch": 1}',
-            "--i2v", '{"steps": 2, "warmup": 1, "clips": 2, "batch": 2, "num_layers": 1}']
+    args = [
+        "--out",
+        str(tmp_path / "model"),
+        "--work",
+        str(tmp_path / "work"),
+        "--vae",
+        '{"steps": 2, "warmup": 1, "base_dim": 4, "batch": 1, "frames": 5, "crop": 16, "whole_steps": 2, "whole_batch": 1}',
+        "--i2v",
+        '{"steps": 2, "warmup": 1, "clips": 2, "batch": 2, "num_layers": 1}',
+    ]
     assert toy_pretrain.main(args + ["--max-minutes", "0"]) == 3  # paused after the first VAE step
     assert not (tmp_path / "model").exists()
     assert toy_pretrain.main(args) == 0
@@ -76,7 +85,7 @@ def test_one_command_pauses_resumes_and_exports_a_loadable_folder(tmp_path):
     models = toy_eval.load_toy(str(tmp_path / "model"))  # the real loader
     assert models.encoders.vae.config.scale_factor_spatial == 4
     recipe = json.loads((tmp_path / "model" / "pretrain" / "recipe.json").read_text())
-    assert recipe["command"].startswith("python -m loraedit.toy_pretrain")
+    assert recipe["command"].startswith("loraedit toy pretrain")
     assert set(recipe["step_seconds"]) == {"vae", "vae_whole", "transformer"}  # the time it took, per stage
     assert all(v > 0 for v in recipe["step_seconds"].values())
     assert recipe["threads"] == {"vae": [1], "vae_whole": [1], "transformer": [1]}  # --threads' default, per stage
@@ -89,8 +98,18 @@ def test_a_new_transformer_on_the_committed_vae(tmp_path):
     """--vae-from: stages 3-5 only, on the committed VAE (its weights, logs and statistics carried over),
     with the cache's clips rendered by worker processes."""
     out = tmp_path / "model"
-    args = ["--out", str(out), "--work", str(tmp_path / "work"), "--vae-from", str(MODEL), "--workers", "2",
-            "--i2v", '{"steps": 2, "warmup": 1, "clips": 2, "batch": 2, "num_layers": 1}']
+    args = [
+        "--out",
+        str(out),
+        "--work",
+        str(tmp_path / "work"),
+        "--vae-from",
+        str(MODEL),
+        "--workers",
+        "2",
+        "--i2v",
+        '{"steps": 2, "warmup": 1, "clips": 2, "batch": 2, "num_layers": 1}',
+    ]
     assert toy_pretrain.main(args) == 0
     recipe = json.loads((out / "pretrain" / "recipe.json").read_text())
     committed = json.loads((MODEL / "pretrain" / "recipe.json").read_text())
@@ -109,8 +128,16 @@ def test_continue_from_trains_on_the_committed_transformer(tmp_path):
     the weights come back unchanged (so they were loaded), the loss log goes on from the committed
     model's last step, and the recipe keeps the earlier schedule."""
     out = tmp_path / "model"
-    args = ["--out", str(out), "--work", str(tmp_path / "work"), "--continue-from", str(MODEL),
-            "--i2v", '{"steps": 2, "warmup": 1, "clips": 2, "batch": 2, "lr": 0.0}']
+    args = [
+        "--out",
+        str(out),
+        "--work",
+        str(tmp_path / "work"),
+        "--continue-from",
+        str(MODEL),
+        "--i2v",
+        '{"steps": 2, "warmup": 1, "clips": 2, "batch": 2, "lr": 0.0}',
+    ]
     assert toy_pretrain.main(args) == 0
     recipe = json.loads((out / "pretrain" / "recipe.json").read_text())
     committed = json.loads((MODEL / "pretrain" / "recipe.json").read_text())
@@ -135,15 +162,28 @@ def test_continue_from_trains_on_the_committed_transformer(tmp_path):
 
 
 def test_continue_from_with_another_architecture_is_one_line(tmp_path):
-    with pytest.raises(SystemExit, match=r"--continue-from .*: --i2v builds another architecture \(num_layers differ\)"):
-        toy_pretrain.main(["--out", str(tmp_path / "m"), "--work", str(tmp_path / "w"), "--continue-from", str(MODEL),
-                           "--i2v", '{"num_layers": 2}'])
+    with pytest.raises(
+        SystemExit, match=r"--continue-from .*: --i2v builds another architecture \(num_layers differ\)"
+    ):
+        toy_pretrain.main(
+            [
+                "--out",
+                str(tmp_path / "m"),
+                "--work",
+                str(tmp_path / "w"),
+                "--continue-from",
+                str(MODEL),
+                "--i2v",
+                '{"num_layers": 2}',
+            ]
+        )
 
 
 def test_vae_from_a_folder_that_is_no_exported_model_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"--vae-from .*nothing: not an exported toy model \(missing .*recipe\.json"):
-        toy_pretrain.main(["--out", str(tmp_path / "m"), "--work", str(tmp_path / "w"),
-                           "--vae-from", str(tmp_path / "nothing")])
+        toy_pretrain.main(
+            ["--out", str(tmp_path / "m"), "--work", str(tmp_path / "w"), "--vae-from", str(tmp_path / "nothing")]
+        )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")

@@ -6,17 +6,27 @@ import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pandas as pd
 
-from loraedit import toy_eval
+from loraedit.toy import eval as toy_eval
 
-SCRIPT = toy_eval.MODEL_DIR.parents[1] / "benchmarks" / "toy_pretrain_gpu.sh"
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "toy_pretrain_gpu.sh"
 
 
 def _run(tmp_path, **env):
-    env = {**os.environ, "PY": sys.executable, "DEVICE": "cpu", "OUT": str(tmp_path / "out"),
-           "RUN": str(tmp_path / "run"), "CLIPS": "2", "BATCH": "2", **env}
+    env = {
+        **os.environ,
+        "PY": sys.executable,
+        "DEVICE": "cpu",
+        "OUT": str(tmp_path / "out"),
+        "RUN": str(tmp_path / "run"),
+        "CLIPS": "2",
+        "BATCH": "2",
+        **env,
+    }
     return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True)
 
 
@@ -28,7 +38,7 @@ def test_auto_steps_calibrate_then_train_the_chosen_count(tmp_path):
     with tarfile.open(tmp_path / "out" / "toy-model.tar") as tar:
         recipe = json.load(tar.extractfile("model/pretrain/recipe.json"))
         steps = pd.read_csv(tar.extractfile("model/pretrain/transformer_loss.csv"))["step"]
-    before = int(pd.read_csv(toy_eval.MODEL_DIR / "pretrain" / "transformer_loss.csv")["step"].max())
+    before = int(pd.read_csv(REPO / toy_eval.TOY_MODEL / "pretrain" / "transformer_loss.csv")["step"].max())
     assert recipe["transformer"]["steps"] == 4 and recipe["continued_from"]["steps_before"] == before
     assert list(steps[-4:]) == [before + 1, before + 2, before + 3, before + 4]  # the calibration's steps are not kept
     assert len(steps) == before + 4

@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from loraedit import demo_data, toy_i2v, toy_pretrain, toy_vae, toyworld
-from loraedit.toy_loop import step_batches, train_loop
+from loraedit.toy import demo as demo_data
+from loraedit.toy import i2v as toy_i2v
+from loraedit.toy import pretrain as toy_pretrain
+from loraedit.toy import vae as toy_vae
+from loraedit.toy import world as toyworld
+from loraedit.toy.loop import step_batches, train_loop
 
 
 def test_render_is_deterministic_and_seeded():
@@ -38,7 +42,9 @@ def test_demo_render_clip_has_no_nan_with_random_colours():
         for seed in range(40):
             rng = np.random.default_rng(seed)
             colors = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(2)]
-            spec = demo_data.ClipSpec(("circle", "square", "triangle")[seed % 3], (64, 64), colors[0], "a", colors[1], "b")
+            spec = demo_data.ClipSpec(
+                ("circle", "square", "triangle")[seed % 3], (64, 64), colors[0], "a", colors[1], "b"
+            )
             demo_data.render_clip(spec, 9, np.random.default_rng(seed))
 
 
@@ -70,9 +76,20 @@ def test_training_loop_resumes_to_identical_weights(tmp_path):
 
     def run(folder, deadline, workers=0):
         vae = toy_vae.build_vae(recipe)
-        done = train_loop(vae, lambda x: toy_vae.vae_loss(vae, x, recipe), lambda s: toy_vae.batch_at(s, recipe),
-                          steps=recipe.steps, lr=1e-3, warmup=1, min_lr_ratio=0.1, ckpt=folder / "vae.pt",
-                          log_csv=folder / "log.csv", every=100, deadline=deadline, workers=workers)
+        done = train_loop(
+            vae,
+            lambda x: toy_vae.vae_loss(vae, x, recipe),
+            lambda s: toy_vae.batch_at(s, recipe),
+            steps=recipe.steps,
+            lr=1e-3,
+            warmup=1,
+            min_lr_ratio=0.1,
+            ckpt=folder / "vae.pt",
+            log_csv=folder / "log.csv",
+            every=100,
+            deadline=deadline,
+            workers=workers,
+        )
         return done, vae.state_dict()
 
     done, straight = run(tmp_path / "a", None)
@@ -102,20 +119,38 @@ def test_a_checkpoint_without_thread_counts_is_refused_on_resume(tmp_path):
     recipe = toy_vae.VaeRecipe(base_dim=4, batch=1, frames=5, crop=16, steps=3, warmup=1)
     vae = toy_vae.build_vae(recipe)
     ckpt = tmp_path / "vae.pt"
-    torch.save({"model": vae.state_dict(), "optimizer": torch.optim.AdamW(vae.parameters()).state_dict(),
-                "log": [{"step": 1, "loss": 1.0, "lr": 1e-3, "seconds": 0.1}], "step": 1}, ckpt)
+    torch.save(
+        {
+            "model": vae.state_dict(),
+            "optimizer": torch.optim.AdamW(vae.parameters()).state_dict(),
+            "log": [{"step": 1, "loss": 1.0, "lr": 1e-3, "seconds": 0.1}],
+            "step": 1,
+        },
+        ckpt,
+    )
     with pytest.raises(ValueError, match=r"vae\.pt: its loss log has no per-step 'threads'"):
-        train_loop(vae, lambda x: toy_vae.vae_loss(vae, x, recipe), lambda s: toy_vae.batch_at(s, recipe),
-                   steps=recipe.steps, lr=1e-3, warmup=1, min_lr_ratio=0.1, ckpt=ckpt, log_csv=tmp_path / "log.csv")
+        train_loop(
+            vae,
+            lambda x: toy_vae.vae_loss(vae, x, recipe),
+            lambda s: toy_vae.batch_at(s, recipe),
+            steps=recipe.steps,
+            lr=1e-3,
+            warmup=1,
+            min_lr_ratio=0.1,
+            ckpt=ckpt,
+            log_csv=tmp_path / "log.csv",
+        )
 
 
 def test_stage_times_names_a_log_without_thread_counts(tmp_path):
     for name in ("vae", "vae_whole", "transformer"):
         (tmp_path / f"{name}_loss.csv").write_text("step,loss,lr,seconds,threads\n1,1.0,0.001,0.5,2\n")
     (tmp_path / "transformer_loss.csv").write_text("step,loss,lr,seconds,threads,device\n1,1.0,0.001,0.5,2,cuda\n")
-    assert toy_pretrain.stage_times(tmp_path) == ({"vae": 0.5, "vae_whole": 0.5, "transformer": 0.5},
-                                                  {"vae": [2], "vae_whole": [2], "transformer": [2]},
-                                                  {"vae": ["cpu"], "vae_whole": ["cpu"], "transformer": ["cuda"]})
+    assert toy_pretrain.stage_times(tmp_path) == (
+        {"vae": 0.5, "vae_whole": 0.5, "transformer": 0.5},
+        {"vae": [2], "vae_whole": [2], "transformer": [2]},
+        {"vae": ["cpu"], "vae_whole": ["cpu"], "transformer": ["cuda"]},
+    )
     (tmp_path / "vae_whole_loss.csv").write_text("step,loss,lr,seconds\n1,1.0,0.001,0.5\n")
     with pytest.raises(ValueError, match=r"vae_whole_loss\.csv: rows without a 'threads' count"):
         toy_pretrain.stage_times(tmp_path)

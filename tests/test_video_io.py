@@ -8,7 +8,9 @@ from PIL import Image
 from loraedit import video_io
 from loraedit.errors import ClipError
 
-ANYV2V = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anyv2v" / "demo"  # ../shared beside the checkout
+ANYV2V = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anyv2v" / "demo"
+)  # ../shared beside the checkout
 
 
 def smooth_clip(t=5, h=32, w=48, seed=0):

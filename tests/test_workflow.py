@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
-from loraedit.video_io import probe, read_frames
+from loraedit.video_io import probe, read_frames, write_mp4, write_png
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,14 +107,26 @@ def test_no_temporary_files_left(demo_run):
     assert not leftovers, leftovers
 
 
-def _dry_run(workdir: Path, overrides: str) -> subprocess.CompletedProcess:
-    """`snakemake -n` on the default config plus `overrides` (YAML text)."""
+def _dry_run(workdir: Path, overrides: str, config: str = "config.yaml") -> subprocess.CompletedProcess:
+    """`snakemake -n` on a config of config/ (the default one unless named) plus `overrides` (YAML text)."""
     path = workdir / "run.yaml"
     path.write_text(overrides)
     return subprocess.run(
-        [str(REPO / ".venv" / "bin" / "snakemake"), "-n", "--cores", "1", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(workdir), "--configfile", str(REPO / "config" / "config.yaml"), str(path)],
-        capture_output=True, text=True,
+        [
+            str(REPO / ".venv" / "bin" / "snakemake"),
+            "-n",
+            "--cores",
+            "1",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(REPO / "config" / config),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
     )
 
 
@@ -133,7 +145,9 @@ def test_train_and_infer_mask_downsampling_must_agree(tmp_path, part):
     modes = {"train": "nearest", part: "conservative", "infer": "nearest"}  # the demo's default: conservative
     proc = _dry_run(tmp_path, "".join(f"{key}:\n  mask_downsample: {mode}\n" for key, mode in modes.items()))
     assert proc.returncode != 0
-    assert f"{part}.mask_downsample (conservative) and infer.mask_downsample (nearest) differ" in proc.stdout + proc.stderr
+    assert (
+        f"{part}.mask_downsample (conservative) and infer.mask_downsample (nearest) differ" in proc.stdout + proc.stderr
+    )
 
 
 def test_report_of_the_demo_run_renders(demo_run, tmp_path):
@@ -146,13 +160,42 @@ def test_report_of_the_demo_run_renders(demo_run, tmp_path):
     overrides.write_text(yaml.safe_dump(OVERRIDES))
     report = workdir / "report.html"
     proc = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "snakemake"), "--cores", "1", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(workdir), "--configfile", str(REPO / "config" / "config.yaml"), str(overrides),
-         "--report", str(report)],
-        capture_output=True, text=True,
+        [
+            str(REPO / ".venv" / "bin" / "snakemake"),
+            "--cores",
+            "1",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(REPO / "config" / "config.yaml"),
+            str(overrides),
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     html = report.read_text()
     for needle in ("Metrics", "Training", "Videos", "metrics.html", "loss.png", "side_by_side.mp4"):
         assert needle in html, needle
     assert_not_blank(screenshot(report.as_uri(), tmp_path, wait_ms=3000))
+
+
+def test_paper_config_refuses_a_row_without_sam_inputs_before_the_dag(tmp_path):
+    """config/wan2.1-480p.yaml (masks.allow_flow: false): a row with no SAM input and no mask file
+    stops the run at parse time with the clip and the fix, before any job."""
+    clip = tmp_path / "clip.mp4"
+    write_mp4(clip, np.zeros((5, 32, 32, 3), np.uint8), 8.0)
+    edited = tmp_path / "edited.png"
+    write_png(edited, np.zeros((32, 32, 3), np.uint8))
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(
+        f"clip_id\tvideo\tedited_first_frame\tmask_prompt\nplain\t{clip}\t{edited}\t\nsam\t{clip}\t{edited}\tthe car\n"
+    )
+    proc = _dry_run(tmp_path, f"samples: {sheet}\n", config="wan2.1-480p.yaml")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "plain: sample sheet: no mask source" in out and "masks.allow_flow" in out
+    assert "sam: sample sheet" not in out

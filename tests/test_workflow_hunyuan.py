@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 from safetensors.torch import load_file
+from test_workflow import OVERRIDES, REPO, run_workflow
 
 from loraedit.video_io import read_frames
-from test_workflow import OVERRIDES, REPO, run_workflow
 
 DEMO_HUNYUAN = yaml.safe_load((REPO / "config" / "demo-hunyuan.yaml").read_text())  # what `make demo-hunyuan` adds
 # Small (about a dozen jobs): one demo clip, the LoRA-Edit mask and the no-LoRA row. Stage 2

@@ -78,7 +78,7 @@ _TINY_CORPUS = (
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """"auto"/None -> fp16 on cuda (as the official code), fp32 on cpu."""
+    """ "auto"/None -> fp16 on cuda (as the official code), fp32 on cpu."""
     return devices.resolve_dtype(dtype, device, auto_gpu=torch.float16)
 
 
@@ -90,8 +90,15 @@ def load_florence2(
     """Load a native Florence-2 checkpoint (local folder or hub id), in eval mode."""
     device = resolve_device(device)
     hint = f"it must be a native transformers checkpoint such as {DEFAULT_MODEL!r}, not a trust_remote_code one"
-    return load_pretrained(Florence2ForConditionalGeneration, Florence2Processor, model_id_or_path, device,
-                           resolve_dtype(dtype, device), "Florence-2", hint)
+    return load_pretrained(
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+        model_id_or_path,
+        device,
+        resolve_dtype(dtype, device),
+        "Florence-2",
+        hint,
+    )
 
 
 def _tiny_tokenizer() -> BartTokenizer:
@@ -127,20 +134,38 @@ def build_tiny_florence2(seed: int = 0) -> tuple[Florence2ForConditionalGenerati
     tokenizer = _tiny_tokenizer()
     image_size = 64
     vision = {
-        "depths": [1, 1], "embed_dim": [16, 32], "num_heads": [1, 2], "num_groups": [1, 2],
-        "patch_size": [7, 3], "patch_stride": [4, 2], "patch_padding": [3, 1],
-        "patch_prenorm": [False, True], "window_size": 4, "projection_dim": 32, "drop_path_rate": 0.0,
+        "depths": [1, 1],
+        "embed_dim": [16, 32],
+        "num_heads": [1, 2],
+        "num_groups": [1, 2],
+        "patch_size": [7, 3],
+        "patch_stride": [4, 2],
+        "patch_padding": [3, 1],
+        "patch_prenorm": [False, True],
+        "window_size": 4,
+        "projection_dim": 32,
+        "drop_path_rate": 0.0,
     }
     text = {
-        "model_type": "bart", "vocab_size": len(tokenizer), "d_model": 32, "max_position_embeddings": 256,
-        "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2, "decoder_attention_heads": 2,
-        "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
+        "model_type": "bart",
+        "vocab_size": len(tokenizer),
+        "d_model": 32,
+        "max_position_embeddings": 256,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
         # BART's 0.02 init makes cross-attention near uniform, so every image
         # would get the same caption; a wider init keeps the noise image-dependent.
         "init_std": 0.3,
-        "bos_token_id": tokenizer.bos_token_id, "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": tokenizer.eos_token_id, "decoder_start_token_id": tokenizer.eos_token_id,
-        "forced_bos_token_id": tokenizer.bos_token_id, "forced_eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "decoder_start_token_id": tokenizer.eos_token_id,
+        "forced_bos_token_id": tokenizer.bos_token_id,
+        "forced_eos_token_id": tokenizer.eos_token_id,
     }
     config = Florence2Config(text_config=text, vision_config=vision, image_token_id=tokenizer.image_token_id)
     with torch.random.fork_rng(devices=[]):
@@ -159,8 +184,10 @@ def build_tiny_florence2(seed: int = 0) -> tuple[Florence2ForConditionalGenerati
     gen.no_repeat_ngram_size = 3
     keep = {tokenizer.bos_token_id, tokenizer.eos_token_id}
     gen.suppress_tokens = sorted(
-        i for tok, i in tokenizer.get_vocab().items()
-        if i not in keep and (
+        i
+        for tok, i in tokenizer.get_vocab().items()
+        if i not in keep
+        and (
             tok in tokenizer.all_special_tokens
             or not tokenizer.convert_tokens_to_string([tok]).isascii()
             or not tokenizer.convert_tokens_to_string([tok]).isprintable()
@@ -171,9 +198,14 @@ def build_tiny_florence2(seed: int = 0) -> tuple[Florence2ForConditionalGenerati
     # one image token per final-stage cell plus the pooled one.
     stride = math.prod(vision["patch_stride"])
     image_processor = CLIPImageProcessor(
-        do_resize=True, size={"height": image_size, "width": image_size}, resample=3,
-        do_center_crop=False, do_rescale=True, do_normalize=True,
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+        do_resize=True,
+        size={"height": image_size, "width": image_size},
+        resample=3,
+        do_center_crop=False,
+        do_rescale=True,
+        do_normalize=True,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
         image_seq_length=(image_size // stride) ** 2 + 1,
     )
     processor = Florence2Processor(
@@ -206,8 +238,10 @@ def caption_image(
     param = next(model.parameters())
     inputs = processor(text=TASK, images=pil, return_tensors="pt").to(param.device, param.dtype)
     generated = model.generate(
-        input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"],
-        max_new_tokens=max_new_tokens, num_beams=num_beams,
+        input_ids=inputs["input_ids"],
+        pixel_values=inputs["pixel_values"],
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
     )  # (1, L)
     text = processor.batch_decode(generated, skip_special_tokens=False)[0]
     return parse_caption(processor, text, image_size=(pil.width, pil.height))

@@ -1,10 +1,12 @@
-"""Sec. 3.3.1 of LoRA-Edit: the I2V mask repurposed as a per-pixel, per-frame edit mask.
+"""Sec. 3.3.1 of LoRA-Edit, the part every model family shares: the I2V mask as a per-pixel,
+per-frame edit mask.
 
-Wan2.1-I2V feeds its transformer 36 channels per latent voxel:
-16 noisy latent + 4 mask + 16 condition latent. Stock diffusers builds the 4 mask channels from
-"keep frame 1" only (`WanImageToVideoPipeline.prepare_latents`). Here they are built from a mask
-M (T, H, W), 1 = keep, 0 = generate, and the condition video is the input with the 0-region greyed.
-With M = "frame 1 only" everything below reduces exactly to the stock pipeline (oracle test).
+A mask M (T, H, W) has 1 = keep, 0 = generate. The condition video is the input with the 0-region
+greyed (`grey_out`); at inference its frame 1 is the edited first frame (`inference_condition`).
+Each family turns the pixel mask into its transformer's mask channels from the same temporal fold
+(`latent_keep_mask`: the VAEs of Wan and HunyuanVideo both put 4 frames into a latent frame after
+the first) and encodes the condition video with its own VAE (`backends/<family>/conditioning.py`).
+With M = "frame 1 only" every family reduces exactly to its stock I2V pipeline (oracle tests).
 """
 
 from __future__ import annotations
@@ -12,12 +14,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKLWan, WanImageToVideoPipeline
-from PIL import Image
 
-VAE_TEMPORAL = 4  # Wan VAE: 4 frames per latent frame (after the first)
+VAE_TEMPORAL = 4  # the Wan and HunyuanVideo VAEs: 4 frames per latent frame (after the first)
 VAE_SPATIAL = 8  # and 8x8 pixels per latent pixel
-MAX_SEQUENCE_LENGTH = 512  # Wan pads text to 512 tokens; image tokens are split off by that length
 
 
 def latent_num_frames(num_frames: int) -> int:
@@ -47,7 +46,7 @@ def first_frame_keep_mask(num_frames: int, height: int, width: int) -> np.ndarra
 
 
 def latent_keep_mask(keep: torch.Tensor, latent_hw: tuple[int, int], mode: str = "nearest") -> torch.Tensor:
-    """Pixel keep-mask (B, T, H, W) -> the transformer's 4 mask channels (B, 4, T_lat, h, w).
+    """Pixel keep-mask (B, T, H, W) -> 4 folded mask channels (B, 4, T_lat, h, w), Wan's mask input.
 
     mode 'nearest' (official code) samples one pixel per 8x8 cell; 'conservative' min-pools, so
     a latent pixel counts as kept only if every pixel under it is kept (no edited pixel is 'kept').
@@ -78,87 +77,15 @@ def grey_out(video: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.where(keep.unsqueeze(1) > 0.5, video, torch.zeros_like(video))
 
 
-def _latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    z = vae.config.z_dim
-    mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(like.device, like.dtype)
-    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(like.device, like.dtype)
-    return mean, inv_std
+def inference_condition(
+    frames: np.ndarray, edited_first: np.ndarray, keep: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sec. 3.3: the input video with frame 1 replaced by the edited first frame, and the keep mask.
 
-
-@torch.no_grad()
-def encode_video(vae: AutoencoderKLWan, video: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(B, 3, T, H, W) in [-1, 1] -> normalised posterior-mode latents (B, 16, T_lat, H/8, W/8)."""
-    device = next(vae.parameters()).device
-    latents = vae.encode(video.to(device=device, dtype=vae.dtype)).latent_dist.mode()
-    latents = latents.to(dtype=dtype)
-    mean, inv_std = _latent_stats(vae, latents)
-    return (latents - mean) * inv_std
-
-
-@torch.no_grad()
-def decode_latents(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
-    """Normalised latents (B, 16, T_lat, h, w) -> video (B, 3, T, H, W) in [-1, 1]."""
-    latents = latents.to(vae.dtype)
-    mean, inv_std = _latent_stats(vae, latents)
-    return vae.decode(latents / inv_std + mean, return_dict=False)[0]
-
-
-def build_condition(vae: AutoencoderKLWan, video: torch.Tensor, keep: torch.Tensor,
-                    mask_mode: str = "nearest") -> torch.Tensor:
-    """The 20 conditioning channels: mask (4) + VAE latent of the greyed video (16).
-
-    video (B, 3, T, H, W) in [-1, 1]; keep (B, T, H, W), 1 = keep -> (B, 20, T_lat, H/8, W/8) float32.
+    frames uint8 (T, H, W, 3), edited_first (H, W, 3), keep (T, H, W) -> (1, 3, T, H, W), (1, T, H, W)
     """
-    latents = encode_video(vae, grey_out(video, keep), dtype=torch.float32)
-    mask = latent_keep_mask(keep, latents.shape[-2:], mode=mask_mode).to(latents.device, latents.dtype)
-    return torch.cat([mask, latents], dim=1)
-
-
-@torch.no_grad()
-def encode_prompts(pipe: WanImageToVideoPipeline, prompt: str, negative_prompt: str | None = None,
-                   device: torch.device | None = None, dtype: torch.dtype | None = None):
-    """UMT5 embeddings padded to 512 tokens, by diffusers' own `encode_prompt`.
-
-    Returns (prompt_embeds (1, 512, D), negative_embeds (1, 512, D) or None).
-    """
-    cfg = negative_prompt is not None
-    return pipe.encode_prompt(
-        prompt, negative_prompt=negative_prompt, do_classifier_free_guidance=cfg,
-        max_sequence_length=MAX_SEQUENCE_LENGTH, device=device, dtype=dtype,
-    )
-
-
-IMAGE_PREPROCESS = ("resize", "center_crop")
-
-
-def resize_for_image_encoder(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The whole frame squeezed to the encoder's (height, width), as the original Wan code and the
-    official LoRA-Edit inference do (bicubic, align_corners=False). uint8 (H, W, 3) -> float (h, w, 3) in [0, 1]."""
-    x = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W)
-    x = F.interpolate(x, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
-    return x[0].permute(1, 2, 0).numpy()
-
-
-@torch.no_grad()
-def encode_image(pipe: WanImageToVideoPipeline, image: np.ndarray, device: torch.device | None = None,
-                 preprocess: str = "resize"):
-    """CLIP vision hidden_states[-2] of one frame (1, N, D_img), or None for backends without CLIP.
-
-    preprocess "resize" (official, default): the whole frame resized to the encoder's input size, so
-    the sides of an 832x480 frame are seen; "center_crop": the stock diffusers pipeline
-    (`CLIPImageProcessor`: short side to the input size, then a centre crop).
-    """
-    if pipe.image_encoder is None:
-        return None
-    if preprocess not in IMAGE_PREPROCESS:
-        raise ValueError(f"image_preprocess: unknown {preprocess!r} (choose {'|'.join(IMAGE_PREPROCESS)})")
-    device = device or next(pipe.image_encoder.parameters()).device
-    if preprocess == "center_crop":
-        return pipe.encode_image(Image.fromarray(image), device=device)
-    processor = pipe.image_processor
-    resized = resize_for_image_encoder(image, (processor.crop_size["height"], processor.crop_size["width"]))
-    # Only the normalisation is left to the processor (no second resize, crop or rescale).
-    inputs = processor(images=resized, do_resize=False, do_center_crop=False, do_rescale=False, return_tensors="pt")
-    encoder_device = next(pipe.image_encoder.parameters()).device
-    hidden = pipe.image_encoder(**inputs.to(encoder_device), output_hidden_states=True).hidden_states
-    return hidden[-2].to(device)
+    video = frames.copy()
+    video[0] = edited_first
+    keep = keep.astype(np.float32).copy()
+    keep[0] = 1.0  # the edited first frame is always kept
+    return frames_to_video(video), torch.from_numpy(keep).unsqueeze(0)

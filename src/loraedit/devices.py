@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import torch
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -18,8 +24,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device,
-                  auto_gpu: torch.dtype = torch.bfloat16) -> torch.dtype:
+def resolve_dtype(
+    dtype: str | torch.dtype | None, device: torch.device, auto_gpu: torch.dtype = torch.bfloat16
+) -> torch.dtype:
     """'auto'/None -> `auto_gpu` on CUDA, float32 on the CPU; else a name from DTYPES."""
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -28,3 +35,11 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device,
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
+
+
+def device_and_dtype(
+    device: str | torch.device | None = "auto", dtype: str | torch.dtype | None = "auto"
+) -> tuple[torch.device, torch.dtype]:
+    """A config section's `device` and `dtype` keys, resolved together ('auto' dtype: bf16 on CUDA)."""
+    resolved = resolve_device(device)
+    return resolved, resolve_dtype(dtype, resolved)

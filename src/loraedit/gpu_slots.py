@@ -7,7 +7,7 @@ job therefore takes a slot here::
     with gpu_slot(n=1):
         train(...)          # sees one GPU, as cuda:0
 
-or, for a command: ``python -m loraedit.gpu_slots -- python train.py ...``.
+or, for a command: ``loraedit gpu-slot -- python train.py ...``.
 
 A slot is an exclusive ``fcntl.flock`` on ``lock_dir/gpu<id>.lock``. The kernel
 drops the lock when the holder exits or is killed, so a crashed job never keeps
@@ -57,8 +57,12 @@ def _count_gpus() -> int:
     # initialising CUDA here would pin this process to all GPUs before we pick one.
     if any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/kfd")):
         try:
-            out = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
-                                 capture_output=True, text=True, timeout=120).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            ).stdout
             return int(out.strip().splitlines()[-1])
         except (OSError, subprocess.SubprocessError, ValueError, IndexError):
             return 0
@@ -95,8 +99,9 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def acquire(n: int = 1, lock_dir: str | os.PathLike | None = None, timeout: float | None = None,
-            poll: float = 0.2) -> tuple[list[str], list[int]] | None:
+def acquire(
+    n: int = 1, lock_dir: str | os.PathLike | None = None, timeout: float | None = None, poll: float = 0.2
+) -> tuple[list[str], list[int]] | None:
     """Lock ``n`` free GPU slots, waiting while all are taken.
 
     Returns (gpu ids, lock fds), or None when there is nothing to allocate (no GPU, or
@@ -130,8 +135,9 @@ def acquire(n: int = 1, lock_dir: str | os.PathLike | None = None, timeout: floa
 
 
 @contextlib.contextmanager
-def gpu_slot(n: int = 1, lock_dir: str | os.PathLike | None = None, timeout: float | None = None,
-             poll: float = 0.2) -> Iterator[list[str] | None]:
+def gpu_slot(
+    n: int = 1, lock_dir: str | os.PathLike | None = None, timeout: float | None = None, poll: float = 0.2
+) -> Iterator[list[str] | None]:
     """Hold ``n`` GPU slots and set CUDA_VISIBLE_DEVICES to them for the block; restore it after.
 
     Yields the GPU ids, or None (and changes nothing) when there is no GPU or SLURM assigned them.
@@ -155,22 +161,20 @@ def gpu_slot(n: int = 1, lock_dir: str | os.PathLike | None = None, timeout: flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m loraedit.gpu_slots [-n N] [--lock-dir D] [--timeout S] -- cmd args``."""
+    """``loraedit gpu-slot [-n N] [--lock-dir D] [--timeout S] -- cmd args``."""
     import argparse
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
-        print("usage: python -m loraedit.gpu_slots [-n N] [--lock-dir DIR] [--timeout S] -- cmd [args]",
-              file=sys.stderr)
+        print("usage: loraedit gpu-slot [-n N] [--lock-dir DIR] [--timeout S] -- cmd [args]", file=sys.stderr)
         return 2
     split = argv.index("--")
-    parser = argparse.ArgumentParser(prog="python -m loraedit.gpu_slots",
-                                     description="Run a command on its own GPU slot(s).")
+    parser = argparse.ArgumentParser(prog="loraedit gpu-slot", description="Run a command on its own GPU slot(s).")
     parser.add_argument("-n", type=int, default=1, help="number of GPUs (default 1)")
     parser.add_argument("--lock-dir", default=None, help=f"lock folder (default {DEFAULT_LOCK_DIR})")
     parser.add_argument("--timeout", type=float, default=None, help="give up after S seconds (default: wait)")
     args = parser.parse_args(argv[:split])
-    cmd = argv[split + 1:]
+    cmd = argv[split + 1 :]
     if not cmd:
         parser.error("no command after --")
     got = acquire(args.n, args.lock_dir, args.timeout)

@@ -1,22 +1,30 @@
 """Inference (Sec. 3.3): the stage-1 mask, condition frame 1 replaced by the edited first frame.
 
-The denoising loop is the stock `WanImageToVideoPipeline.__call__` loop (same noise draw, same
-dtype casts, same classifier-free guidance, same scheduler calls) with our own 36-channel input, so
-with the stock "frame 1 only" mask it reproduces the stock pipeline (oracle test).
+One sampling loop for every model family: the stock I2V pipelines' loop (`WanImageToVideoPipeline`,
+`HunyuanVideoImageToVideoPipeline`: same noise draw, dtype casts, classifier-free guidance and
+scheduler calls) with the family's condition, starting latents and model call
+(`backends.base.Family`). With the stock "frame 1 only" mask it reproduces each stock pipeline
+(oracle tests).
+
+Decoding differs from the stock HunyuanVideo pipeline on purpose: it drops the first 4 decoded
+frames. Here all 4 (T_lat - 1) + 1 frames are kept, so frame t of the output is frame t of the
+input and of its mask, which the scores, composites and side-by-side videos rely on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from . import conditioning as cond
-from .models.wan import WanModels, make_scheduler
+from .backends.base import Models
 
 # Wan's standard negative prompt (from the Wan2.1 reference configs).
 WAN_NEGATIVE_PROMPT = (
@@ -59,12 +67,26 @@ class InferSettings:
     image_preprocess: str = "resize"  # CLIP input: "resize" (official, whole frame) | "center_crop" (stock)
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "InferSettings":
+    def from_config(cls, cfg: dict) -> InferSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in (cfg or {}).items() if k in names and v is not None}
         if "negative_prompt" in values:
             values["negative_prompt"] = NEGATIVE_PROMPTS.get(values["negative_prompt"], values["negative_prompt"])
         return cls(**values)
+
+
+def make_scheduler(kind: str = "euler", shift: float = 5.0, num_train_timesteps: int = 1000) -> Any:
+    """Inference sampler: flow-matching Euler (the official default) or UniPC in flow mode."""
+    if kind == "euler":
+        return FlowMatchEulerDiscreteScheduler(shift=shift, num_train_timesteps=num_train_timesteps)
+    if kind == "unipc":
+        return UniPCMultistepScheduler(
+            prediction_type="flow_prediction",
+            use_flow_sigmas=True,
+            flow_shift=shift,
+            num_train_timesteps=num_train_timesteps,
+        )
+    raise ValueError(f"infer.scheduler: unknown sampler {kind!r}; choose 'euler' or 'unipc'")
 
 
 def set_schedule(scheduler, settings: InferSettings, device: torch.device) -> None:
@@ -73,30 +95,38 @@ def set_schedule(scheduler, settings: InferSettings, device: torch.device) -> No
     if settings.schedule == "diffusers":
         scheduler.set_timesteps(settings.num_steps, device=device)
     elif settings.scheduler != "euler":
-        raise ValueError(f"infer.schedule: official is the Euler sampler's schedule; infer.scheduler is "
-                         f"{settings.scheduler!r} (use euler, or schedule: diffusers)")
+        raise ValueError(
+            f"infer.schedule: official is the Euler sampler's schedule; infer.scheduler is "
+            f"{settings.scheduler!r} (use euler, or schedule: diffusers)"
+        )
     else:
         scheduler.set_timesteps(sigmas=official_sigmas(settings.num_steps, settings.shift).tolist(), device=device)
 
 
 @torch.no_grad()
-def denoise(models: WanModels, condition: torch.Tensor, prompt_embeds: torch.Tensor,
-            negative_embeds: torch.Tensor | None, image_embeds: torch.Tensor | None,
-            settings: InferSettings, device: torch.device, progress: bool = True) -> torch.Tensor:
-    """Flow-matching sampling. condition (1, 20, T_lat, h, w) -> latents (1, 16, T_lat, h, w) float32."""
+def denoise(
+    models: Models,
+    condition: torch.Tensor,
+    text: dict,
+    negative: dict | None,
+    settings: InferSettings,
+    device: torch.device,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Flow-matching sampling. condition (1, C_cond, T_lat, h, w) -> latents (1, 16, T_lat, h, w) float32.
+
+    `text` / `negative`: the family's `encode_text` dicts (no negative: no guidance). Wan2.2's
+    low-noise expert takes the steps below the boundary with `guidance_scale_2`.
+    """
+    family = models.family
     scheduler = make_scheduler(settings.scheduler, settings.shift)
     set_schedule(scheduler, settings, device)
-    transformer_dtype = models.transformers[0].dtype
     generator = torch.Generator(device=device).manual_seed(settings.seed)
-    shape = (1, 16) + tuple(condition.shape[2:])
-    latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
     condition = condition.to(device=device, dtype=torch.float32)
-    prompt_embeds = prompt_embeds.to(device, transformer_dtype)
-    use_cfg = settings.guidance_scale > 1.0 and negative_embeds is not None
-    if use_cfg:
-        negative_embeds = negative_embeds.to(device, transformer_dtype)
-    if image_embeds is not None:
-        image_embeds = image_embeds.to(device, transformer_dtype)
+    shape = (1, models.transformers[0].config.out_channels) + tuple(condition.shape[2:])
+    noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+    latents = family.initial_latents(noise, condition)
+    use_cfg = settings.guidance_scale > 1.0 and negative is not None
     boundary = models.spec.boundary_ratio
     boundary_t = None if boundary is None else boundary * scheduler.config.num_train_timesteps
 
@@ -105,14 +135,11 @@ def denoise(models: WanModels, condition: torch.Tensor, prompt_embeds: torch.Ten
             model, scale = models.transformers[0], settings.guidance_scale
         else:  # Wan2.2: the low-noise expert
             model, scale = models.transformers[1], settings.guidance_scale_2 or settings.guidance_scale
-        latent_input = torch.cat([latents, condition], dim=1).to(transformer_dtype)  # (1, 36, T_lat, h, w)
-        timestep = t.expand(latents.shape[0])
-        noise_pred = model(hidden_states=latent_input, timestep=timestep, encoder_hidden_states=prompt_embeds,
-                           encoder_hidden_states_image=image_embeds, return_dict=False)[0]
+        latent_input = torch.cat([latents, condition], dim=1).to(model.dtype)  # (1, 16 + C_cond, T_lat, h, w)
+        timestep = t.expand(latents.shape[0]).to(latents.dtype)
+        noise_pred = family.predict(model, latent_input, timestep, text, device)
         if use_cfg:
-            noise_uncond = model(hidden_states=latent_input, timestep=timestep,
-                                 encoder_hidden_states=negative_embeds, encoder_hidden_states_image=image_embeds,
-                                 return_dict=False)[0]
+            noise_uncond = family.predict(model, latent_input, timestep, negative, device)
             noise_pred = noise_uncond + scale * (noise_pred - noise_uncond)
         latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
     return latents
@@ -124,36 +151,27 @@ def method_keep(method: str, keep: np.ndarray) -> np.ndarray:
     return cond.first_frame_keep_mask(*keep.shape) if method == "naive" else keep
 
 
-def inference_condition(frames: np.ndarray, edited_first: np.ndarray, keep: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Input video with frame 1 replaced by the edited first frame, and the keep mask.
-
-    frames uint8 (T, H, W, 3), edited_first (H, W, 3), keep (T, H, W) -> (1, 3, T, H, W), (1, T, H, W)
-    """
-    video = frames.copy()
-    video[0] = edited_first
-    keep = keep.astype(np.float32).copy()
-    keep[0] = 1.0  # the edited first frame is always kept
-    return cond.frames_to_video(video), torch.from_numpy(keep).unsqueeze(0)
-
-
 @torch.no_grad()
-def edit_video(models: WanModels, frames: np.ndarray, edited_first: np.ndarray, keep: np.ndarray,
-               prompt: str, settings: InferSettings, device: torch.device, progress: bool = True) -> np.ndarray:
-    """Edit a clip: uint8 (T, H, W, 3) + edited frame 1 + keep mask (T, H, W) -> uint8 (T, H, W, 3)."""
-    if models.spec.family == "hunyuan":  # HunyuanVideo-I2V: its own 33-channel loop
-        from .inference_hunyuan import edit_video as edit_hunyuan
-
-        return edit_hunyuan(models, frames, edited_first, keep, prompt, settings, device, progress)
-    enc = models.encoders
-    video, keep_t = inference_condition(frames, edited_first, keep)
-    condition = cond.build_condition(enc.vae, video, keep_t, settings.mask_downsample)
-    prompt_embeds, negative_embeds = cond.encode_prompts(
-        enc, prompt, settings.negative_prompt if settings.guidance_scale > 1.0 else None, device=device)
-    image_embeds = cond.encode_image(enc, edited_first, device, settings.image_preprocess)
-    latents = denoise(models, condition, prompt_embeds, negative_embeds, image_embeds, settings, device, progress)
+def edit_video(
+    models: Models,
+    frames: np.ndarray,
+    edited_first: np.ndarray,
+    keep: np.ndarray,
+    prompt: str,
+    settings: InferSettings,
+    device: torch.device,
+    progress: bool = True,
+) -> np.ndarray:
+    """Edit a clip: uint8 (T, H, W, 3) + edited frame 1 + keep mask (T, H, W) -> uint8 (T, H, W, 3), all T frames."""
+    family, enc = models.family, models.encoders
+    video, keep_t = cond.inference_condition(frames, edited_first, keep)
+    condition = family.build_condition(enc.vae, video, keep_t, settings.mask_downsample)
+    negative_prompt = settings.negative_prompt if settings.guidance_scale > 1.0 else None
+    text, negative = family.encode_text(enc, prompt, edited_first, negative_prompt, device, settings.image_preprocess)
+    latents = denoise(models, condition, text, negative, settings, device, progress)
     if settings.tiled_decode:
         enc.vae.enable_tiling()
-    return cond.video_to_frames(cond.decode_latents(enc.vae, latents))
+    return cond.video_to_frames(family.decode_latents(enc.vae, latents))
 
 
 def composite_background(output: np.ndarray, source: np.ndarray, keep: np.ndarray, feather_px: int = 5) -> np.ndarray:

@@ -25,8 +25,9 @@ def snakemake_log(snakemake):
     stream = open(path, "w", buffering=1) if path else sys.stderr
     old_stderr = sys.stderr
     sys.stderr = stream
-    logging.basicConfig(stream=stream, level=logging.INFO, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=stream, level=logging.INFO, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         yield logging.getLogger(f"loraedit.{snakemake.rule}")
     except (ClipError, SheetError) as e:

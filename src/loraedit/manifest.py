@@ -1,8 +1,9 @@
 """The run manifest (``results/tables/manifest.json``): what produced these numbers.
 
 Config, seed, model ids, package versions, sha256 of every input file, git
-commit, Python and platform, and wall time / peak memory per rule from the
-Snakemake ``benchmark:`` files.
+commit, Python and platform, wall time / peak memory per rule from the
+Snakemake ``benchmark:`` files, each clip's mask source, and per clip and
+method the memory/speed set-up its train and infer jobs ran (``memory.json``).
 
 Benchmark files are expected at ``benchmarks/<rule>/<wildcards>.tsv`` (the rule
 is the folder right under a ``benchmarks`` folder; otherwise the file's stem).
@@ -129,8 +130,36 @@ def read_mask_sources(mask_dirs: list[str | os.PathLike]) -> dict[str, dict]:
         f = Path(d) / "source.json"
         if f.is_file():
             info = json.loads(f.read_text())
-            keys = ("source", "requested", "shape", "model", "text", "objects", "mask_frame", "edit_fraction", "warnings")
+            keys = (
+                "source",
+                "requested",
+                "shape",
+                "model",
+                "text",
+                "objects",
+                "mask_frame",
+                "edit_fraction",
+                "warnings",
+            )
             out[info.get("clip_id") or Path(d).parent.name] = {k: info[k] for k in keys if k in info}
+    return out
+
+
+MEMORY_RECORD = "memory.json"  # loraedit.memory.record.FILE (the layers keep memory out of here)
+
+
+def read_memory_records(method_dirs: list[str | os.PathLike]) -> dict[str, dict]:
+    """Per clip and method, ``{"train": ..., "infer": ...}`` from ``<clip>/<method>/lora/memory.json``
+    and ``<clip>/<method>/output/memory.json``: the memory mode that ran, why, and every fallback.
+    Folders without the files (composites, baselines, runs from before them) are left out."""
+    out: dict[str, dict] = {}
+    for d in map(Path, method_dirs):
+        for stage, folder in (("train", "lora"), ("infer", "output")):
+            f = d / folder / MEMORY_RECORD
+            if f.is_file():
+                info = json.loads(f.read_text())
+                clip, method = info.get("clip_id") or d.parent.name, info.get("method") or d.name
+                out.setdefault(clip, {}).setdefault(method, {})[stage] = info
     return out
 
 
@@ -151,8 +180,10 @@ def write_manifest(
     benchmark_files: list[str | os.PathLike],
     seed,
     mask_sources: dict[str, dict] | None = None,
+    memory_modes: dict[str, dict] | None = None,
 ) -> None:
-    """Write the run manifest JSON to ``out_path`` (atomically); ``mask_sources``: :func:`read_mask_sources`."""
+    """Write the run manifest JSON to ``out_path`` (atomically); ``mask_sources``: :func:`read_mask_sources`,
+    ``memory_modes``: :func:`read_memory_records`."""
     jobs, rules = read_benchmarks(benchmark_files)
     manifest = {
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -169,6 +200,7 @@ def write_manifest(
             for p in input_files
         ],
         "mask_sources": mask_sources or {},
+        "memory_modes": memory_modes or {},
         "rules": rules,
         "jobs": jobs,
     }

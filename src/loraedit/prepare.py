@@ -16,11 +16,11 @@ import math
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .atomic import atomic_path, write_json
 from .errors import ClipError
+from .frames import PAD_MODES, resample_indices, resize_center_crop
 from .video_io import read_image, read_video, write_frames, write_mp4, write_png
 
 DEFAULTS = {
@@ -33,7 +33,6 @@ DEFAULTS = {
     "allow_crop": False,
     "aspect_tolerance": 0.05,
 }
-PAD_MODES = ("error", "loop", "hold")
 
 
 def prepare_config(cfg: dict | None) -> dict:
@@ -73,50 +72,6 @@ def choose_size(width: int, height: int, cfg: dict) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def resize_center_crop(frame: np.ndarray, width: int, height: int, interpolation: int | None = None) -> np.ndarray:
-    """Scale ``(H, W[, C])`` to cover ``width x height``, then crop the centre.
-
-    INTER_AREA when shrinking (no aliasing), INTER_CUBIC when enlarging (INTER_AREA
-    degenerates to nearest-neighbour there). Pass INTER_NEAREST for masks.
-    """
-    h, w = frame.shape[:2]
-    if (w, h) == (width, height):
-        return frame.copy()
-    new_w, new_h, x0, y0 = cover_crop(w, h, width, height)
-    if interpolation is None:
-        interpolation = cv2.INTER_AREA if max(width / w, height / h) < 1 else cv2.INTER_CUBIC
-    resized = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
-    return np.ascontiguousarray(resized[y0 : y0 + height, x0 : x0 + width])
-
-
-def cover_crop(w: int, h: int, width: int, height: int) -> tuple[int, int, int, int]:
-    """``(new_w, new_h, x0, y0)``: a ``w x h`` frame is scaled to ``new_w x new_h`` (covering
-    ``width x height``), then cropped at ``(x0, y0)``. Also maps sheet coordinates (mask_points)."""
-    scale = max(width / w, height / h)
-    new_w, new_h = max(width, math.ceil(w * scale - 1e-6)), max(height, math.ceil(h * scale - 1e-6))
-    return new_w, new_h, (new_w - width) // 2, (new_h - height) // 2
-
-
-def resample_indices(n_src: int, n_target: int, pad: str = "error") -> np.ndarray:
-    """``int (n_target,)`` source frame indices spread uniformly over the clip.
-
-    A clip shorter than ``n_target`` is an error unless ``pad`` is ``hold``
-    (repeat the last frame) or ``loop`` (wrap around to the start).
-    """
-    if pad not in PAD_MODES:
-        raise ValueError(f"prepare.pad = {pad!r}; choose one of {', '.join(PAD_MODES)}")
-    if n_src <= 0:
-        raise ValueError("clip has no frames")
-    if n_src >= n_target:
-        return np.round(np.linspace(0, n_src - 1, n_target)).astype(np.int64)
-    if pad == "error":
-        raise ValueError(
-            f"clip has {n_src} frames, {n_target} requested; set prepare.pad: loop|hold or lower num_frames"
-        )
-    t = np.arange(n_target)
-    return np.minimum(t, n_src - 1) if pad == "hold" else t % n_src
-
-
 def _opt(row: dict, key: str):
     """A row's optional value, or None (pandas gives NaN for empty cells)."""
     v = row.get(key)
@@ -130,7 +85,8 @@ def _check_aspect(img: np.ndarray, ref_w: int, ref_h: int, cfg: dict, clip_id: s
     a, ref = w / h, ref_w / ref_h
     if abs(a / ref - 1.0) > cfg["aspect_tolerance"] and not cfg["allow_crop"]:
         raise ClipError(
-            clip_id, path,
+            clip_id,
+            path,
             f"{what} is {w}x{h} (aspect {a:.3f}) but the video is {ref_w}x{ref_h} (aspect {ref:.3f}); "
             "give it the video's aspect or set prepare.allow_crop: true",
         )
@@ -160,7 +116,7 @@ def prepare_clip(row: dict, cfg: dict, out_dir: str | os.PathLike) -> dict:
     extra_edits ({source frame: path} or "12:a.png;24:b.png"), gt_video.
     ``cfg``: the config's ``prepare`` section.
     """
-    from .samples import parse_extra_edits  # local: samples is the heavier module (pandas)
+    from .sheet.samples import parse_extra_edits  # local: the sheet module is the heavier one (pandas)
 
     cfg = prepare_config(cfg)
     clip_id = str(row["clip_id"])

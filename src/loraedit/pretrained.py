@@ -7,8 +7,9 @@ import os
 import torch
 
 
-def load_pretrained(model_cls, proc_cls, spec: str | os.PathLike, device: torch.device, dtype: torch.dtype,
-                    what: str, hint: str):
+def load_pretrained(
+    model_cls, proc_cls, spec: str | os.PathLike, device: torch.device, dtype: torch.dtype, what: str, hint: str
+):
     """``(model in eval mode on device, processor)``; RuntimeError "cannot load <what> from ... ; <hint>"."""
     try:
         model = model_cls.from_pretrained(str(spec), dtype=dtype)

@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg canvas by default
 
 from .atomic import atomic_path, write_text
+from .frames import overlay
 from .tables import NA, fmt, metric_label
 from .video_io import write_mp4
 
@@ -109,14 +110,16 @@ def _title_strip(title: str, width: int, height: int) -> np.ndarray:
     return strip
 
 
-def comparison_panels(frames: np.ndarray, edited_first: np.ndarray, keep: np.ndarray,
-                      outputs: list[tuple[str, np.ndarray]], truth: np.ndarray | None = None
-                      ) -> list[tuple[str, np.ndarray]]:
+def comparison_panels(
+    frames: np.ndarray,
+    edited_first: np.ndarray,
+    keep: np.ndarray,
+    outputs: list[tuple[str, np.ndarray]],
+    truth: np.ndarray | None = None,
+) -> list[tuple[str, np.ndarray]]:
     """The panels of one clip's comparison video: input ``uint8 (T, H, W, 3)`` | edited frame 1
     ``(H, W, 3)`` | the true edited video (when the sheet has a ``gt_video``: the toy world's clips)
     | each ``(method, output)`` | the edit region (keep ``(T, H, W)`` == 0) tinted red over the input."""
-    from .masks import overlay
-
     panels = [("input", frames), ("edited frame 1", edited_first)]
     if truth is not None:
         panels.append(("truth", truth))

@@ -101,8 +101,7 @@ _TINY = {
     "bar_charts": dict(gpu=0, mem_mb=1000, runtime=5, threads=1, mem_scale=0.0, runtime_scale=0.0),
 }
 # Wan2.2-A14B holds two 14B experts, so its training/inference host memory is larger.
-_A14B = {**_REAL, "train_lora": {**_REAL["train_lora"], "mem_mb": 96000},
-         "infer": {**_REAL["infer"], "mem_mb": 96000}}
+_A14B = {**_REAL, "train_lora": {**_REAL["train_lora"], "mem_mb": 96000}, "infer": {**_REAL["infer"], "mem_mb": 96000}}
 
 DEFAULT_RESOURCES: dict[str, dict[str, dict]] = {
     "tiny": _TINY,
@@ -114,7 +113,7 @@ DEFAULT_RESOURCES: dict[str, dict[str, dict]] = {
     "tiny-hunyuan": _TINY,
     "hunyuanvideo-i2v": _REAL,  # see the module docstring: same weight sizes, video-size scaling
 }
-DEFAULT_BACKEND = "tiny"  # as models.wan.backend_spec
+DEFAULT_BACKEND = "tiny"  # as backends.registry.DEFAULT_BACKEND
 DEFAULT_RETRIES = 1
 DEFAULT_RETRY_FACTOR = 1.5
 
@@ -161,8 +160,10 @@ def rule_figures(cfg: dict, rule: str) -> dict:
     base = table.get(rule)
     if base is None and not any(overrides):
         known = sorted(table or _REAL)
-        raise KeyError(f"resources: no figures for rule {rule!r} (backend {backend!r}); "
-                       f"known rules: {known}; add resources.rules.{rule}")
+        raise KeyError(
+            f"resources: no figures for rule {rule!r} (backend {backend!r}); "
+            f"known rules: {known}; add resources.rules.{rule}"
+        )
     figures = dict(base or {})
     for extra in overrides:
         unknown = set(extra) - _ALLOWED_KEYS
@@ -187,8 +188,9 @@ def _scaled(base: float, scale_fraction: float, size: float, growth: float) -> f
     return base * ((1.0 - scale_fraction) + scale_fraction * size) * growth
 
 
-def rule_resources(cfg: dict, rule: str, attempt: int = 1, frames: int = 49,
-                   width: int = 832, height: int = 480) -> dict:
+def rule_resources(
+    cfg: dict, rule: str, attempt: int = 1, frames: int = 49, width: int = 832, height: int = 480
+) -> dict:
     """Resources of one job of ``rule`` at Snakemake ``attempt`` (1-based) for a video of the given size.
 
     Returns {gpu, mem_mb, runtime (minutes), threads} plus gpu_model when set for a GPU rule.

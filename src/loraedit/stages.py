@@ -5,9 +5,12 @@ Kept free of Snakemake so every stage can be run and tested from Python.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import gc
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -18,14 +21,15 @@ from safetensors.torch import load_file
 from . import inference as inf
 from . import lora_io
 from . import training as tr
+from .atomic import atomic_path, write_json
+from .backends import registry
+from .backends.base import Models
+from .devices import device_and_dtype
+from .frames import overlay
 from .memory import apply as memory
-from .atomic import atomic_path
-from .devices import resolve_device, resolve_dtype
-from .masks import overlay
+from .memory.record import FILE as MEMORY_RECORD
+from .memory.record import MemoryRecord
 from .report_assets import side_by_side
-from .models.wan import (
-    WanModels, assemble_pipeline, backend_spec, load_encoders, load_transformers,
-)
 from .video_io import read_frames, read_image, read_mask, write_frames, write_mp4
 
 log = logging.getLogger(__name__)
@@ -48,8 +52,7 @@ def read_truth(prepared_dir: str | os.PathLike, clip_id: str | None = None) -> n
 
 
 def _device_dtype(model_cfg: dict) -> tuple[torch.device, torch.dtype]:
-    device = resolve_device(model_cfg.get("device", "auto"))
-    return device, resolve_dtype(model_cfg.get("dtype", "auto"), device)
+    return device_and_dtype(model_cfg.get("device", "auto"), model_cfg.get("dtype", "auto"))
 
 
 def _release_memory() -> None:
@@ -59,49 +62,96 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def prepare_for_training(transformer, settings: tr.TrainSettings, train_cfg: dict, device: torch.device,
-                         init_state: dict[str, torch.Tensor] | None = None,
-                         tokens: int | None = None) -> list[torch.nn.Parameter]:
+@dataclasses.dataclass
+class Prepared:
+    """What `prepare_for_training` set up: the LoRA parameters, and what the memory set-up runs and why."""
+
+    params: list[torch.nn.Parameter]
+    memory: MemoryRecord
+
+
+def prepare_for_training(
+    transformer,
+    settings: tr.TrainSettings,
+    train_cfg: dict,
+    device: torch.device,
+    family,
+    init_state: dict[str, torch.Tensor] | None = None,
+    tokens: int | None = None,
+    probe_sample: dict | None = None,
+) -> Prepared:
     """Memory modes + LoRA, in the order they must go (shared by `run_train` and the GPU benchmark).
 
-    1. fp8 weight storage (diffusers layerwise casting) on the frozen base Linear layers;
+    1. fp8 weight storage (diffusers layerwise casting) on the frozen base Linear layers, where the
+       device casts to fp8 (else bf16, recorded);
     2. the fresh LoRA (fp32 master weights), optionally initialised from a stage-1 LoRA;
     3. group offloading last, so its hooks also cover the LoRA parameters; or else
     4. the `train.memory` plan for `tokens` latent tokens (`memory.apply`: placement on the device,
-       weight streaming, activation offload, checkpointing, attention kernel, compile).
+       weight streaming, activation offload, checkpointing, attention kernel, compile), and with
+       `probe_sample` one training step without the optimizer step (`probe_step`): each
+       acceleration that fails in it is given up before the LoRA has changed.
     """
+    record = MemoryRecord.start("train", train_cfg, device)
     if train_cfg.get("fp8_weights"):
-        transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
-    params = tr.add_lora(transformer, settings)
+        memory.fp8_storage(transformer, device, record)
+    params = tr.add_lora(transformer, settings, family)
     if init_state is not None:  # Sec. 3.3.2 continues from the stage-1 LoRA
         tr.load_lora_state(transformer, init_state)
     blocks = train_cfg.get("offload_blocks_per_group")
     if blocks and device.type == "cuda":
-        log.warning("train.offload_blocks_per_group: diffusers group offloading with streams reverts the LoRA "
-                    "to its initial values at every offload (tests/test_group_offload_lora.py); use train.memory: low")
-        transformer.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
-                                         offload_type="block_level", num_blocks_per_group=int(blocks),
-                                         use_stream=bool(train_cfg.get("offload_use_stream", True)))
+        record.warn(
+            "train.offload_blocks_per_group: diffusers group offloading with streams reverts the LoRA "
+            "to its initial values at every offload (tests/test_group_offload_lora.py); use train.memory: low"
+        )
+        transformer.enable_group_offload(
+            onload_device=device,
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=int(blocks),
+            use_stream=bool(train_cfg.get("offload_use_stream", True)),
+        )
+        record.plan = {"mode": "group offload", "reason": "train.offload_blocks_per_group"}
     else:
         if blocks:
-            log.warning("train.offload_blocks_per_group needs a CUDA device; training without offloading")
-        memory.setup_training(transformer, train_cfg, device, tokens)
-    return params
+            record.warn("train.offload_blocks_per_group needs a CUDA device; training without offloading")
+        probe = (
+            None
+            if probe_sample is None
+            else functools.partial(probe_step, transformer, probe_sample, settings, device, family)
+        )
+        memory.setup_training(transformer, train_cfg, device, tokens, probe=probe, record=record)
+    return Prepared(params, record)
+
+
+PROBE_T = 0.5  # any t runs every block and kernel; the middle of the schedule
+
+
+def probe_step(transformer, sample: dict, settings: tr.TrainSettings, device: torch.device, family) -> None:
+    """One forward + backward of the flow-matching loss at t = 0.5 with noise of its own seed: the
+    first step's kernels run once before the optimizer exists. The gradients are dropped and the
+    global RNG (LoRA dropout) is restored, so the training that follows is bit-identical to one
+    without the probe. A loss that is not finite is an error (a kernel computing garbage)."""
+    noise = torch.randn(sample["latents"].shape, generator=torch.Generator().manual_seed(0))  # (1, 16, T_lat, h, w)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    was_training = transformer.training
+    transformer.train()
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            loss = tr.flow_matching_loss(transformer, sample, PROBE_T, noise, settings, device, family)
+            loss.backward()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"the first step's loss is {value}")
+    finally:
+        for p in transformer.parameters():
+            p.grad = None
+        transformer.train(was_training)
 
 
 def read_lora_state(lora_dir: str | os.PathLike, expert: int = 0) -> dict[str, torch.Tensor]:
     """A saved diffusers-format LoRA as peft state (the 'transformer.' prefix removed)."""
     path = Path(lora_dir) / lora_io.expert_weight_name(expert, lora_io.DIFFUSERS_WEIGHT_NAME)
     return {k.removeprefix("transformer."): v for k, v in load_file(str(path)).items()}
-
-
-def lora_targets(spec) -> str:
-    """Default LoRA target regex of a backend family (Wan blocks, or Hunyuan double/single-stream blocks)."""
-    if spec.family == "hunyuan":
-        from .models import hunyuan  # Hunyuan-only module: imported on use
-
-        return hunyuan.LORA_TARGET_REGEX
-    return tr.LORA_TARGET_REGEX
 
 
 def expert_t_ranges(models_spec) -> list[tuple[float, float]]:
@@ -112,14 +162,25 @@ def expert_t_ranges(models_spec) -> list[tuple[float, float]]:
     return [(b, 1.0), (0.0, b)]
 
 
-def run_train(prepared_dir, masks_dir, caption_json, method: str, model_cfg: dict, train_cfg: dict,
-              out_lora_dir, loss_csv, loss_png, work_dir, init_lora_dir=None, clip_id: str | None = None,
-              progress: bool = True) -> list[dict]:
+def run_train(
+    prepared_dir,
+    masks_dir,
+    caption_json,
+    method: str,
+    model_cfg: dict,
+    train_cfg: dict,
+    out_lora_dir,
+    loss_csv,
+    loss_png,
+    work_dir,
+    init_lora_dir=None,
+    clip_id: str | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Stage `train_lora` for one clip and one variant (naive | mask | mask+ref)."""
-    spec = backend_spec(model_cfg)
-    # The backend's LoRA targets unless train.target_modules says otherwise.
-    settings = tr.TrainSettings.from_config({**train_cfg, "target_modules": train_cfg.get("target_modules")
-                                             or lora_targets(spec)})
+    spec = registry.backend_spec(model_cfg)
+    family = registry.family(spec)
+    settings = tr.TrainSettings.from_config(train_cfg)  # LoRA targets: train.target_modules or the family's
     device, dtype = _device_dtype(model_cfg)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -131,12 +192,25 @@ def run_train(prepared_dir, masks_dir, caption_json, method: str, model_cfg: dic
     else:
         meta, frames, keep, edited = read_prepared(prepared_dir, masks_dir, clip_id)
         captions = json.loads(Path(caption_json).read_text())
-        extra = {int(t): (img, captions["extra_prompts"].get(str(t), captions["infer_prompt"]))
-                 for t, img in edited.items() if t > 0}
-        encoders = load_encoders(model_cfg, device, dtype)
-        samples = tr.encode_samples(encoders, frames, keep, method, captions["train_prompt"], settings, device,
-                                    extra_refs=extra, edited_first=edited[0],
-                                    mask_mode=train_cfg.get("mask_downsample", "nearest"))
+        extra = {
+            int(t): (img, captions["extra_prompts"].get(str(t), captions["infer_prompt"]))
+            for t, img in edited.items()
+            if t > 0
+        }
+        encoders = family.load_encoders(spec, model_cfg, device, dtype)
+        samples = tr.encode_samples(
+            encoders,
+            frames,
+            keep,
+            method,
+            captions["train_prompt"],
+            settings,
+            device,
+            extra_refs=extra,
+            edited_first=edited[0],
+            mask_mode=train_cfg.get("mask_downsample", "nearest"),
+            family=family,
+        )
         with atomic_path(cache) as tmp:
             torch.save(samples, tmp)
         del encoders  # the VAE and text/image encoders are not needed for training
@@ -144,51 +218,84 @@ def run_train(prepared_dir, masks_dir, caption_json, method: str, model_cfg: dic
 
     # 2. Train the LoRA on the transformer(s) alone.
     # On the CPU first: `prepare_for_training` places (or streams) one expert at a time.
-    transformers = load_transformers(model_cfg, None, dtype)
-    histories, states = [], []
+    transformers = family.load_transformers(spec, model_cfg, None, dtype)
+    histories, states, records = [], [], []
+    probe = max(samples, key=lambda s: s["latents"].numel())  # the largest: the run's shapes and peak
     for i, (transformer, t_range) in enumerate(zip(transformers, expert_t_ranges(spec))):
         init = read_lora_state(init_lora_dir, i) if init_lora_dir is not None else None
         tokens = memory.sample_tokens(samples, memory.patch_size_of(transformer))
-        prepare_for_training(transformer, settings, train_cfg, device, init, tokens=tokens)
+        prepared = prepare_for_training(
+            transformer, settings, train_cfg, device, family, init, tokens=tokens, probe_sample=probe
+        )
+        records.append(prepared.memory.to_dict())
         expert_dir = work_dir / f"expert{i}"
-        history = tr.train(transformer, samples, settings, device, expert_dir, t_range=t_range, progress=progress)
+        history = tr.train(
+            transformer, samples, settings, device, expert_dir, t_range=t_range, progress=progress, family=family
+        )
         histories += [dict(h, expert=i) for h in history]
         states.append(tr.lora_state(transformer))
         if i + 1 < len(transformers):
             memory.park(transformer)  # Wan2.2: the idle expert waits on the CPU, not on the GPU
     with atomic_path(out_lora_dir, is_dir=True) as tmp:
-        lora_io.save_lora(tmp, states, tr.lora_config(settings), family=spec.family)
+        lora_io.save_lora(tmp, states, tr.lora_config(settings, family), family)
+        # What ran (per expert), beside the LoRA it made; the run manifest gathers these.
+        write_json(
+            Path(tmp) / MEMORY_RECORD, {"clip_id": clip_id, "method": method, "stage": "train", "experts": records}
+        )
     tr.plot_loss(histories, loss_csv, loss_png)
     for i in range(len(transformers)):
         tr.finish(work_dir / f"expert{i}")
     return histories
 
 
-def load_models_for_inference(model_cfg: dict, lora_dir=None) -> tuple[WanModels, torch.device]:
+def load_models_for_inference(model_cfg: dict, lora_dir=None) -> tuple[Models, torch.device]:
     """Encoders + transformer(s), with the LoRA loaded by stock diffusers `load_lora_weights`."""
     device, dtype = _device_dtype(model_cfg)
-    spec = backend_spec(model_cfg)
-    encoders = load_encoders(model_cfg, device, dtype)
-    transformers = load_transformers(model_cfg, device, dtype)
+    models = registry.load_models(model_cfg, device, dtype)
     if lora_dir is not None:
-        pipe = assemble_pipeline(encoders, transformers, spec)
-        lora_io.load_lora_into_pipeline(pipe, lora_dir, num_experts=len(transformers))
+        pipe = registry.assemble_pipeline(models)
+        lora_io.load_lora_into_pipeline(pipe, lora_dir, num_experts=len(models.transformers))
         second = getattr(pipe, "transformer_2", None)  # Wan2.2's low-noise expert; HunyuanVideo has none
-        transformers = [pipe.transformer] + ([second] if second is not None else [])
-    return WanModels(spec, encoders, transformers), device
+        models.transformers = [pipe.transformer] + ([second] if second is not None else [])
+    return models, device
 
 
-def run_infer(prepared_dir, masks_dir, caption_json, method: str, model_cfg: dict, infer_cfg: dict, out_dir,
-              lora_dir=None, clip_id: str | None = None, progress: bool = True) -> np.ndarray:
+def run_infer(
+    prepared_dir,
+    masks_dir,
+    caption_json,
+    method: str,
+    model_cfg: dict,
+    infer_cfg: dict,
+    out_dir,
+    lora_dir=None,
+    clip_id: str | None = None,
+    progress: bool = True,
+) -> np.ndarray:
     """Stage `infer`: writes out_dir/frames/*.png, output.mp4 and side_by_side.mp4 (input | output | mask)."""
     settings = inf.InferSettings.from_config(infer_cfg)
     meta, frames, keep, edited = read_prepared(prepared_dir, masks_dir, clip_id)
     captions = json.loads(Path(caption_json).read_text())
     models, device = load_models_for_inference(model_cfg, lora_dir)
-    memory.prepare_for_inference(models.transformers, infer_cfg, device)
-    output = inf.edit_video(models, frames, edited[0], inf.method_keep(method, keep), captions["infer_prompt"],
-                            settings, device, progress)
+    record = memory.prepare_for_inference(models.transformers, infer_cfg, device)
+    output = memory.run_inference(
+        lambda: inf.edit_video(
+            models,
+            frames,
+            edited[0],
+            inf.method_keep(method, keep),
+            captions["infer_prompt"],
+            settings,
+            device,
+            progress,
+        ),
+        models.transformers,
+        device,
+        record,
+    )
     write_output(out_dir, output, frames, keep, meta.get("fps", 8.0))
+    write_json(Path(out_dir) / MEMORY_RECORD, {"clip_id": clip_id, "method": method, **record.to_dict()})
+    log.info("memory: %s", record.summary())
     return output
 
 
@@ -197,8 +304,11 @@ def write_output(out_dir, output: np.ndarray, frames: np.ndarray, keep: np.ndarr
     with atomic_path(out_dir, is_dir=True) as tmp:
         write_frames(Path(tmp) / "frames", output)
         write_mp4(Path(tmp) / "output.mp4", output, fps)
-        side_by_side([("input", frames), ("output", output), ("mask", overlay(frames, keep))],
-                     Path(tmp) / "side_by_side.mp4", fps)
+        side_by_side(
+            [("input", frames), ("output", output), ("mask", overlay(frames, keep))],
+            Path(tmp) / "side_by_side.mp4",
+            fps,
+        )
 
 
 def run_composite(prepared_dir, masks_dir, method_out_dir, out_dir, feather_px: int = 5, clip_id=None) -> None:

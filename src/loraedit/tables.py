@@ -239,8 +239,12 @@ def to_latex(long, means, methods, metrics, higher, n_clips) -> str:
     return "\n".join(out) + "\n"
 
 
-def aggregate(score_files: list[str | os.PathLike], out_dir: str | os.PathLike, method_order=None,
-              edit_instructions: dict[str, str] | None = None) -> None:
+def aggregate(
+    score_files: list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    method_order=None,
+    edit_instructions: dict[str, str] | None = None,
+) -> None:
     """Write ``metrics.{csv,md,tex,html}`` and ``per_clip.csv`` into ``out_dir``.
 
     ``edit_instructions`` (clip id -> the benchmark's edit text, informational only: it is never a

@@ -1,8 +1,10 @@
 """LoRA-Edit training: Sec. 3.1 (naive), 3.3.1 (mask-aware, stage 1), 3.3.2 (extra references,
-stage 2) and 4.5 (low-cost windows), on a Wan I2V transformer with a peft LoRA.
+stage 2) and 4.5 (low-cost windows), with a peft LoRA, for every model family.
 
-Encode once, train many: `encode_samples` runs the VAE / text / image encoders once per clip and
-returns small tensors that are cached on disk; `train` only needs the transformer.
+Encode once, train many: `encode_samples` runs the family's VAE / text / image encoders once per
+clip and returns small tensors that are cached on disk; `train` only needs the transformer. The
+family (`backends.base.Family`) is passed in: it builds the condition and makes the model call;
+the samples, the schedule and the loss here know no family.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -24,14 +26,12 @@ from tqdm.auto import tqdm
 
 from . import conditioning as cond
 from .atomic import atomic_path
+from .backends.base import Family
 
 log = logging.getLogger(__name__)
 
-# Every Linear of each transformer block (self- and cross-attention q/k/v/o and the FFN), but not
-# the image key/value projections (add_k_proj, add_v_proj), as the official code (diffusion-pipe).
-LORA_TARGET_REGEX = r".*blocks\.\d+\.(attn1\.(to_q|to_k|to_v|to_out\.0)|attn2\.(to_q|to_k|to_v|to_out\.0)|ffn\.net\.0\.proj|ffn\.net\.2)"
-
 VARIANTS = ("naive", "mask", "mask+ref", "none")
+LORA_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclasses.dataclass
@@ -39,7 +39,7 @@ class TrainSettings:
     rank: int = 16
     alpha: float = 16.0
     dropout: float = 0.0
-    target_modules: str = LORA_TARGET_REGEX
+    target_modules: str | None = None  # None: the family's LORA_TARGET_REGEX
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.01
@@ -51,6 +51,9 @@ class TrainSettings:
     checkpoint_every: int = 25
     seed: int = 0
     mixed_precision: str = "no"  # "bf16": autocast; "no": run in the weights' dtype
+    # The LoRA weights and so the AdamW state: "fp32" master weights, or "bf16" as the official code
+    # (DiffSynth keeps the LoRA in the model's bf16).
+    lora_dtype: str = "fp32"
     gradient_checkpointing: bool = False
     low_cost: bool = False  # Sec. 4.5: overlapping windows
     window: int = 13
@@ -81,7 +84,7 @@ class TrainSettings:
     recolor_mode: str = "channels"
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "TrainSettings":
+    def from_config(cls, cfg: dict) -> TrainSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in (cfg or {}).items() if k in names and v is not None}
         if "betas" in values:
@@ -109,8 +112,9 @@ def window_starts(num_frames: int, window: int) -> list[int]:
 # Colour remaps of the recoloured copies: an RGB channel permutation and a per-channel inversion
 # (255 - x), every combination but the identity (47). Unlike a hue rotation they also move white,
 # black and grey objects.
-COLOR_REMAPS = [(perm, invert) for perm in itertools.permutations(range(3))
-                for invert in itertools.product((False, True), repeat=3)][1:]
+COLOR_REMAPS = [
+    (perm, invert) for perm in itertools.permutations(range(3)) for invert in itertools.product((False, True), repeat=3)
+][1:]
 
 
 def recolor_region(frames: np.ndarray, region: np.ndarray, remap: int) -> np.ndarray:
@@ -153,8 +157,10 @@ def recolored_copies(frames: np.ndarray, region: np.ndarray, settings: TrainSett
     if settings.recolor_mode not in RECOLOR_MODES:
         raise ValueError(f"train.recolor_mode: unknown {settings.recolor_mode!r} (choose {'|'.join(RECOLOR_MODES)})")
     if settings.recolor_mode == "random":
-        return [shift_region_color(frames, region, np.random.default_rng([settings.seed, i]))
-                for i in range(settings.recolor_copies)]
+        return [
+            shift_region_color(frames, region, np.random.default_rng([settings.seed, i]))
+            for i in range(settings.recolor_copies)
+        ]
     return [recolor_region(frames, region, remap) for remap in recolor_remaps(settings)]
 
 
@@ -167,54 +173,92 @@ def stage1_keep(variant: str, keep: np.ndarray) -> np.ndarray:
     return keep
 
 
-@torch.no_grad()
-def _clip_sample(encoders, frames: np.ndarray, keep: np.ndarray, prompt_embeds, device, weight: float,
-                 name: str, mask_mode: str, image_preprocess: str) -> dict:
-    """One (window of a) clip: target = the input video, condition = it greyed by the mask."""
-    video = cond.frames_to_video(frames)  # (1, 3, T, H, W)
-    keep_t = torch.from_numpy(keep.astype(np.float32)).unsqueeze(0)  # (1, T, H, W)
-    return {
-        "name": name,
-        "kind": "clip",
-        "weight": weight,
-        "latents": cond.encode_video(encoders.vae, video).cpu(),  # (1, 16, T_lat, h, w)
-        "condition": cond.build_condition(encoders.vae, video, keep_t, mask_mode).cpu(),  # (1, 20, T_lat, h, w)
-        "prompt_embeds": prompt_embeds.cpu(),  # (1, 512, D)
-        "image_embeds": _cpu(cond.encode_image(encoders, frames[0], device, image_preprocess)),  # (1, N, D_img)
-    }
-
-
 def _cpu(x):
     return None if x is None else x.cpu()
 
 
 @torch.no_grad()
-def encode_samples(encoders, frames: np.ndarray, keep: np.ndarray, variant: str, train_prompt: str,
-                   settings: TrainSettings, device: torch.device, extra_refs: dict | None = None,
-                   edited_first: np.ndarray | None = None, mask_mode: str = "nearest") -> list[dict]:
+def encode_sample(
+    family: Family,
+    encoders,
+    target: np.ndarray,
+    source: np.ndarray,
+    keep: np.ndarray,
+    prompt: str,
+    image: np.ndarray,
+    name: str,
+    kind: str,
+    weight: float,
+    mask_mode: str,
+    device: torch.device,
+    image_preprocess: str,
+) -> dict:
+    """One training sample: the latents of `target`, the condition of `source` greyed by `keep`, the text.
+
+    target/source uint8 (T, H, W, 3), keep (T, H, W); image (H, W, 3) the condition image of the text
+    encoders. Returns CPU tensors: latents (1, 16, T_lat, h, w), condition (1, C_cond, T_lat, h, w) and
+    the family's text keys (Wan: prompt_embeds, image_embeds; HunyuanVideo: Llava embeddings, mask, pooled).
+    """
+    keep_t = torch.from_numpy(keep.astype(np.float32)).unsqueeze(0)  # (1, T, H, W)
+    text, _ = family.encode_text(encoders, prompt, image, None, device, image_preprocess)
+    return {
+        "name": name,
+        "kind": kind,
+        "weight": weight,
+        "latents": family.encode_video(encoders.vae, cond.frames_to_video(target)).cpu(),
+        "condition": family.build_condition(encoders.vae, cond.frames_to_video(source), keep_t, mask_mode).cpu(),
+        **{k: _cpu(v) for k, v in text.items()},
+    }
+
+
+@torch.no_grad()
+def encode_samples(
+    encoders,
+    frames: np.ndarray,
+    keep: np.ndarray,
+    variant: str,
+    train_prompt: str,
+    settings: TrainSettings,
+    device: torch.device,
+    extra_refs: dict | None = None,
+    edited_first: np.ndarray | None = None,
+    mask_mode: str = "nearest",
+    *,
+    family: Family,
+) -> list[dict]:
     """All training samples of one clip for one variant.
 
     frames uint8 (T, H, W, 3); keep (T, H, W) 1 = keep. extra_refs (mask+ref only):
-    {t: (edited frame (H, W, 3), prompt)}. Returns dicts of CPU tensors (see `_clip_sample`).
+    {t: (edited frame (H, W, 3), prompt)}. The clip (or its low-cost windows, each conditioned on
+    its own first frame, which is also its condition image) and, for mask+ref, one sample per extra
+    edited frame (`reference_samples`). Returns dicts of CPU tensors (`encode_sample`).
     """
     if variant not in VARIANTS or variant == "none":
         raise ValueError(f"train: variant {variant!r} has no training samples (choose naive, mask, mask+ref)")
     edit_region = keep < 0.5  # (T, H, W) the user's edit region, frame 1 included (recoloured copies)
     keep = stage1_keep(variant, keep)
-    from .models.hunyuan import HunyuanEncoders  # Hunyuan-only module: imported on use
-
-    if isinstance(encoders, HunyuanEncoders):  # HunyuanVideo-I2V: text is encoded with each sample's image
-        from .training_hunyuan import encode_samples as encode_hunyuan
-
-        return encode_hunyuan(encoders, frames, keep, edit_region, train_prompt, settings, device,
-                              variant == "mask+ref", extra_refs, edited_first, mask_mode)
-    prompt_embeds, _ = cond.encode_prompts(encoders, train_prompt, None, device=device)
-    samples = [_clip_sample(encoders, win, win_keep, prompt_embeds, device, weight, name, mask_mode,
-                            settings.image_preprocess)
-               for name, win, win_keep, weight in clip_parts(frames, keep, edit_region, settings)]
+    samples = [
+        encode_sample(
+            family,
+            encoders,
+            win,
+            win,
+            win_keep,
+            train_prompt,
+            win[0],
+            name,
+            "clip",
+            weight,
+            mask_mode,
+            device,
+            settings.image_preprocess,
+        )
+        for name, win, win_keep, weight in clip_parts(frames, keep, edit_region, settings)
+    ]
     if variant == "mask+ref":
-        samples += encode_reference_samples(encoders, frames, keep, extra_refs or {}, settings, device,
-                                            edited_first, mask_mode)
+        samples += reference_samples(
+            family, encoders, frames, keep, extra_refs or {}, settings, device, edited_first, mask_mode
+        )
     return samples
 
 
@@ -238,8 +282,10 @@ def clip_parts(frames: np.ndarray, keep: np.ndarray, edit_region: np.ndarray, se
         part_keep[0] = 1  # each window is conditioned on its own first frame
         part = frames[start:stop]
         parts.append((name, part, part_keep, weight))
-        parts += [(f"{name}~recolor{i}", copy, part_keep, weight)
-                  for i, copy in enumerate(recolored_copies(part, edit_region[start:stop], settings))]
+        parts += [
+            (f"{name}~recolor{i}", copy, part_keep, weight)
+            for i, copy in enumerate(recolored_copies(part, edit_region[start:stop], settings))
+        ]
     return parts
 
 
@@ -248,8 +294,9 @@ def copy_group(sample: dict) -> str:
     return sample["name"].split("~")[0]
 
 
-def reference_clip_image(frames: np.ndarray, t: int, edited_first: np.ndarray | None,
-                         settings: TrainSettings) -> np.ndarray:
+def reference_clip_image(
+    frames: np.ndarray, t: int, edited_first: np.ndarray | None, settings: TrainSettings
+) -> np.ndarray:
     """The CLIP image of the stage-2 sample of frame t: the unedited frame t (official) or the edited frame 1."""
     if settings.ref_clip_image not in ("source", "edited_first"):
         raise ValueError(f"train.ref_clip_image: unknown {settings.ref_clip_image!r} (source|edited_first)")
@@ -259,56 +306,75 @@ def reference_clip_image(frames: np.ndarray, t: int, edited_first: np.ndarray | 
 
 
 @torch.no_grad()
-def encode_reference_samples(encoders, frames: np.ndarray, keep: np.ndarray, extra_refs: dict,
-                             settings: TrainSettings, device: torch.device, edited_first: np.ndarray | None,
-                             mask_mode: str) -> list[dict]:
+def reference_samples(
+    family: Family,
+    encoders,
+    frames: np.ndarray,
+    keep: np.ndarray,
+    extra_refs: dict,
+    settings: TrainSettings,
+    device: torch.device,
+    edited_first: np.ndarray | None,
+    mask_mode: str,
+) -> list[dict]:
     """Sec. 3.3.2: each user-edited later frame is a one-frame sample.
 
     target = the edited frame; condition = the unedited frame with the edit region greyed (its mask
     is NOT forced to 1: the edit region must be generated); prompt = caption of the edited frame;
-    image embedding = the unedited frame t (official, `predata_additional.py` puts it first in the
+    condition image = the unedited frame t (official, `predata_additional.py` puts it first in the
     sample) or, with ref_clip_image "edited_first", the edited frame 1.
     """
     if not extra_refs:
         raise ValueError("mask+ref needs extra edited frames (sheet column extra_edits)")
-    samples = []
     weight = settings.ref_weight / len(extra_refs)
-    for t, (edited, prompt) in sorted(extra_refs.items()):
-        source = cond.frames_to_video(frames[t:t + 1])  # (1, 3, 1, H, W)
-        keep_t = torch.from_numpy(keep[t:t + 1].astype(np.float32)).unsqueeze(0)  # (1, 1, H, W)
-        prompt_embeds, _ = cond.encode_prompts(encoders, prompt, None, device=device)
-        reference = reference_clip_image(frames, t, edited_first, settings)
-        samples.append({
-            "name": f"ref{t}",
-            "kind": "ref",
-            "weight": weight,
-            "latents": cond.encode_video(encoders.vae, cond.frames_to_video(edited[None])).cpu(),
-            "condition": cond.build_condition(encoders.vae, source, keep_t, mask_mode).cpu(),
-            "prompt_embeds": prompt_embeds.cpu(),
-            "image_embeds": _cpu(cond.encode_image(encoders, reference, device, settings.image_preprocess)),
-        })
-    return samples
+    return [
+        encode_sample(
+            family,
+            encoders,
+            edited[None],
+            frames[t : t + 1],
+            keep[t : t + 1],
+            prompt,
+            reference_clip_image(frames, t, edited_first, settings),
+            f"ref{t}",
+            "ref",
+            weight,
+            mask_mode,
+            device,
+            settings.image_preprocess,
+        )
+        for t, (edited, prompt) in sorted(extra_refs.items())
+    ]
 
 
 # ----------------------------------------------------------------------------- LoRA
 
 
-def lora_config(settings: TrainSettings) -> LoraConfig:
-    return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=settings.target_modules, init_lora_weights=True)
+def lora_config(settings: TrainSettings, family: Family) -> LoraConfig:
+    """The LoRA of `settings` on `train.target_modules`, else on the family's targets."""
+    return LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules or family.LORA_TARGET_REGEX,
+        init_lora_weights=True,
+    )
 
 
-def add_lora(transformer, settings: TrainSettings) -> list[torch.nn.Parameter]:
-    """Attach a fresh LoRA (trainable, float32) and freeze everything else; returns the LoRA params."""
+def add_lora(transformer, settings: TrainSettings, family: Family) -> list[torch.nn.Parameter]:
+    """Attach a fresh LoRA (trainable, in `lora_dtype`) and freeze everything else; returns the LoRA params."""
     transformer.requires_grad_(False)
     # peft draws lora_A from the global RNG: seed it so the same settings give the same LoRA.
     cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(settings.seed)  # seeds the CPU and CUDA generators
-        transformer.add_adapter(lora_config(settings))
+        transformer.add_adapter(lora_config(settings, family))
     params = [p for n, p in transformer.named_parameters() if "lora_" in n]
+    dtype = LORA_DTYPES.get(settings.lora_dtype)
+    if dtype is None:
+        raise ValueError(f"train.lora_dtype: unknown {settings.lora_dtype!r} (choose {'|'.join(LORA_DTYPES)})")
     for p in params:
-        p.data = p.data.float()  # master weights in fp32 even when the base is bf16/fp8
+        p.data = p.data.to(dtype)  # fp32: master weights even when the base is bf16/fp8
         p.requires_grad_(True)
     return params
 
@@ -343,72 +409,30 @@ def sample_timestep(generator: torch.Generator, settings: TrainSettings, t_range
     raise ValueError(f"train.timestep_sampling: unknown {settings.timestep_sampling!r} (uniform|logit_normal)")
 
 
-def predict_wan(transformer, latent_input: torch.Tensor, timestep: torch.Tensor, sample: dict,
-                device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """One Wan pass. latent_input (1, 36, T_lat, h, w), timestep (1,) in [0, 1000] -> (1, 16, T_lat, h, w).
-
-    Text: umT5 `prompt_embeds` (1, 512, D); image: CLIP `image_embeds` (1, N, D_img) or None (Wan2.2).
-    """
-    image_embeds = sample["image_embeds"]
-    return transformer(
-        hidden_states=latent_input,
-        timestep=timestep,
-        encoder_hidden_states=sample["prompt_embeds"].to(device, dtype),
-        encoder_hidden_states_image=None if image_embeds is None else image_embeds.to(device, dtype),
-        return_dict=False,
-    )[0]
-
-
-def predict_hunyuan(transformer, latent_input: torch.Tensor, timestep: torch.Tensor, sample: dict,
-                    device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """One HunyuanVideo-I2V pass, `conditioning_hunyuan.predict`: (1, 33, T_lat, h, w) -> (1, 16, T_lat, h, w).
-
-    Text: Llava embeddings + mask, CLIP pooled; `dtype` is the transformer's own (used there).
-    """
-    from . import conditioning_hunyuan as hy
-
-    return hy.predict(transformer, latent_input, timestep, sample, device)
-
-
-def keep_channel_wan(condition: torch.Tensor) -> torch.Tensor:
-    """(1, 20, T_lat, h, w) -> the first mask channel (1, 1, T_lat, h, w), 1 = kept."""
-    return condition[:, 0:1]
-
-
-def keep_channel_hunyuan(condition: torch.Tensor) -> torch.Tensor:
-    """(1, 17, T_lat, h, w) -> the mask channel (1, 1, T_lat, h, w), 1 = kept (`conditioning_hunyuan.keep_channel`)."""
-    from . import conditioning_hunyuan as hy
-
-    return hy.keep_channel(condition)
-
-
-def loss_family(transformer) -> tuple[Callable, Callable]:
-    """(predict, keep_channel) of the transformer's family: HunyuanVideo-I2V or Wan (the only place that decides)."""
-    # Hunyuan-only class: imported on use
-    from diffusers import HunyuanVideoTransformer3DModel
-
-    if isinstance(transformer, HunyuanVideoTransformer3DModel):
-        return predict_hunyuan, keep_channel_hunyuan
-    return predict_wan, keep_channel_wan
-
-
-def flow_matching_loss(transformer, sample: dict, t: float, noise: torch.Tensor, settings: TrainSettings,
-                       device: torch.device) -> torch.Tensor:
-    """x_t = (1-t) x0 + t noise; the transformer predicts noise - x0 at timestep 1000 t (plain MSE)."""
-    predict, keep_channel = loss_family(transformer)
+def flow_matching_loss(
+    transformer,
+    sample: dict,
+    t: float,
+    noise: torch.Tensor,
+    settings: TrainSettings,
+    device: torch.device,
+    family: Family,
+) -> torch.Tensor:
+    """x_t = (1-t) x0 + t noise; the transformer predicts noise - x0 at timestep 1000 t (plain MSE,
+    the edit region up-weighted by `edit_region_weight`)."""
     dtype = transformer.dtype
     x0 = sample["latents"].to(device, torch.float32)  # (1, 16, T_lat, h, w)
-    condition = sample["condition"].to(device, torch.float32)  # (1, 20, T_lat, h, w); Hunyuan (1, 17, ...)
+    condition = sample["condition"].to(device, torch.float32)  # (1, C_cond, T_lat, h, w): Wan 20, Hunyuan 17
     noise = noise.to(device)
     x_t = (1 - t) * x0 + t * noise
     target = noise - x0
-    latent_input = torch.cat([x_t, condition], dim=1).to(dtype)  # (1, 36, T_lat, h, w); Hunyuan (1, 33, ...)
+    latent_input = torch.cat([x_t, condition], dim=1).to(dtype)  # (1, 16 + C_cond, T_lat, h, w)
     autocast = settings.mixed_precision == "bf16"
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        pred = predict(transformer, latent_input, torch.tensor([1000.0 * t], device=device), sample, device, dtype)
+        pred = family.predict(transformer, latent_input, torch.tensor([1000.0 * t], device=device), sample, device)
     err = (pred.float() - target) ** 2
     if settings.edit_region_weight != 1.0:
-        keep = keep_channel(condition)  # mask channel: 1 where kept
+        keep = family.keep_channel(condition)  # (1, 1, T_lat, h, w): 1 where kept
         generate = 1.0 - keep  # 1 where the latent is generated
         weight = 1.0 + (settings.edit_region_weight - 1.0) * generate
         return (err * weight).sum() / (weight.expand_as(err).sum())
@@ -449,8 +473,18 @@ def _checkpoint_file(out_dir: Path) -> Path:
     return out_dir / "checkpoint.pt"
 
 
-def train(transformer, samples: list[dict], settings: TrainSettings, device: torch.device, out_dir: str | os.PathLike,
-          t_range=(0.0, 1.0), progress: bool = True, on_step: Callable[[int, float], None] | None = None) -> list[dict]:
+def train(
+    transformer,
+    samples: list[dict],
+    settings: TrainSettings,
+    device: torch.device,
+    out_dir: str | os.PathLike,
+    t_range=(0.0, 1.0),
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+    *,
+    family: Family,
+) -> list[dict]:
     """Train the LoRA already attached to `transformer`; resumable from `out_dir/checkpoint.pt`.
 
     Noise, timesteps and the sample choice all come from one seeded generator whose state is
@@ -462,8 +496,9 @@ def train(transformer, samples: list[dict], settings: TrainSettings, device: tor
     params = [p for p in transformer.parameters() if p.requires_grad]
     if not params:
         raise ValueError("train: the transformer has no trainable (LoRA) parameters; call add_lora first")
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay,
-                                  fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay, fused=device.type == "cuda"
+    )
     generator = torch.Generator().manual_seed(settings.seed)
     weights = torch.tensor([s["weight"] for s in samples], dtype=torch.float64)
     order = step_order(samples, settings)
@@ -489,7 +524,7 @@ def train(transformer, samples: list[dict], settings: TrainSettings, device: tor
         sample = samples[index]
         t = sample_timestep(generator, settings, t_range)
         noise = torch.randn(sample["latents"].shape, generator=generator)
-        loss = flow_matching_loss(transformer, sample, t, noise, settings, device)
+        loss = flow_matching_loss(transformer, sample, t, noise, settings, device, family)
         loss.backward()
         if settings.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
@@ -498,13 +533,22 @@ def train(transformer, samples: list[dict], settings: TrainSettings, device: tor
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"train: loss became {value} at step {step + 1}")
-        history.append({"step": step + 1, "loss": value, "t": t, "sample": sample["name"],
-                        "seconds": time.perf_counter() - t0})
+        history.append(
+            {"step": step + 1, "loss": value, "t": t, "sample": sample["name"], "seconds": time.perf_counter() - t0}
+        )
         bar.set_postfix(loss=f"{value:.4f}")
         if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 and step + 1 < total:
             with atomic_path(ckpt_path) as tmp:
-                torch.save({"lora": lora_state(transformer), "optimizer": optimizer.state_dict(),
-                            "generator": generator.get_state(), "history": history, "step": step + 1}, tmp)
+                torch.save(
+                    {
+                        "lora": lora_state(transformer),
+                        "optimizer": optimizer.state_dict(),
+                        "generator": generator.get_state(),
+                        "history": history,
+                        "step": step + 1,
+                    },
+                    tmp,
+                )
         if on_step is not None:
             on_step(step + 1, value)
     transformer.eval()

@@ -142,7 +142,9 @@ def read_image(path: str | os.PathLike, clip_id: str | None = None) -> np.ndarra
                 return np.repeat(arr[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ClipError(clip_id, path, f"unreadable image ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        raise ClipError(
+            clip_id, path, f"unreadable image ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        ) from None
 
 
 def _read_folder(folder: Path, clip_id: str | None) -> np.ndarray:
@@ -155,8 +157,10 @@ def _read_folder(folder: Path, clip_id: str | None) -> np.ndarray:
         if frames and img.shape != frames[0].shape:
             h0, w0 = frames[0].shape[:2]
             raise ClipError(
-                clip_id, f, f"image is {img.shape[1]}x{img.shape[0]} but {files[0].name} is {w0}x{h0}; "
-                "all frames of a folder must have one size"
+                clip_id,
+                f,
+                f"image is {img.shape[1]}x{img.shape[0]} but {files[0].name} is {w0}x{h0}; "
+                "all frames of a folder must have one size",
             )
         frames.append(img)
     return np.stack(frames)  # (T, H, W, 3)

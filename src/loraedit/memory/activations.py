@@ -48,8 +48,9 @@ class ActivationOffload:
         return torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
 
     def _wanted(self, t: torch.Tensor) -> bool:
-        return (t.requires_grad and not isinstance(t, torch.nn.Parameter)
-                and t.numel() * t.element_size() >= self.min_bytes)
+        return (
+            t.requires_grad and not isinstance(t, torch.nn.Parameter) and t.numel() * t.element_size() >= self.min_bytes
+        )
 
     def _side_stream(self, device: torch.device):
         if self._stream is None:

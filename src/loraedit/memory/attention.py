@@ -38,6 +38,19 @@ def pick_backend(device: torch.device) -> tuple[str | None, str]:
     return "_native_flash", f"cuDNN {version} < {CUDNN_MIN} (sequence lengths not divisible by 128)"
 
 
+def active_backend(model: torch.nn.Module) -> str:
+    """The diffusers attention backend `model`'s attention runs: its processors' own, else the
+    process-wide active one (`set_attention_backend` sets both; "native" is PyTorch's choice)."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    for module in model.modules():
+        backend = getattr(getattr(module, "processor", None), "_attention_backend", None)
+        if backend is not None:
+            return getattr(backend, "value", str(backend))
+    active = _AttentionBackendRegistry._active_backend
+    return getattr(active, "value", str(active))
+
+
 def attention_kernels(names: list[str]) -> list[str]:
     """The kernel names that look like attention."""
     return sorted({n for n in names if ATTENTION_KERNEL.search(n)})

@@ -51,8 +51,15 @@ def estimated_peak_gb(transformer, tokens: int, compiled: bool) -> float:
     fn = getattr(transformer, "_gradient_checkpointing_func", None)
     ours = isinstance(fn, BlockCheckpoint)
     n = len(transformer.blocks)
-    plan = MemoryPlan("measured", fn.streamer.resident if ours and fn.streamer else n, ours and fn.offload is not None,
-                      transformer.is_gradient_checkpointing, ours and fn.save_attention, compiled, None)
+    plan = MemoryPlan(
+        "measured",
+        fn.streamer.resident if ours and fn.streamer else n,
+        ours and fn.offload is not None,
+        transformer.is_gradient_checkpointing,
+        ours and fn.save_attention,
+        compiled,
+        None,
+    )
     return estimate(plan, ModelSizes.of(transformer), tokens)[0] / 1e9
 
 
@@ -73,8 +80,12 @@ def compare_updates(update: dict[str, torch.Tensor], reference: dict[str, torch.
     ref_norm = _norm(reference.values())
     norm = _norm(update.values())
     diff = _norm(update[k] - reference[k] for k in reference)
-    out = {"update_norm": norm, "reference_norm": ref_norm,
-           "relative_difference": diff / ref_norm if ref_norm > 0 else None, "tolerance": tolerance}
+    out = {
+        "update_norm": norm,
+        "reference_norm": ref_norm,
+        "relative_difference": diff / ref_norm if ref_norm > 0 else None,
+        "tolerance": tolerance,
+    }
     if ref_norm == 0:
         return {**out, "status": "FAILED", "why": "the reference LoRA did not move"}
     if norm == 0:

@@ -25,11 +25,18 @@ from .streamer import BlockWeightStreamer
 
 _aten = torch.ops.aten
 # The fused SDPA kernels PyTorch dispatches to (CPU included); math attention is plain matmuls.
-ATTENTION_OPS = tuple(getattr(_aten, name) for name in (
-    "_scaled_dot_product_flash_attention", "_scaled_dot_product_cudnn_attention",
-    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention_for_cpu",
-    "_flash_attention_forward", "_efficient_attention_forward",
-) if hasattr(_aten, name))
+ATTENTION_OPS = tuple(
+    getattr(_aten, name)
+    for name in (
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_flash_attention_forward",
+        "_efficient_attention_forward",
+    )
+    if hasattr(_aten, name)
+)
 
 
 def is_attention(op) -> bool:
@@ -52,8 +59,12 @@ def _together(*managers):
 class BlockCheckpoint:
     """Non-reentrant checkpoint of one block with the optional streamer / offload / saved attention."""
 
-    def __init__(self, streamer: BlockWeightStreamer | None = None, offload: ActivationOffload | None = None,
-                 save_attention: bool = False):
+    def __init__(
+        self,
+        streamer: BlockWeightStreamer | None = None,
+        offload: ActivationOffload | None = None,
+        save_attention: bool = False,
+    ):
         self.streamer = streamer
         self.offload = offload
         self.save_attention = save_attention

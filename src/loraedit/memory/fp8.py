@@ -40,7 +40,7 @@ class _Fp8Matmul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         weight, weight_scale = ctx.saved_tensors
-        dequant = (weight.to(grad.dtype) * weight_scale.t().to(grad.dtype))  # (M, K)
+        dequant = weight.to(grad.dtype) * weight_scale.t().to(grad.dtype)  # (M, K)
         return (grad @ dequant).to(ctx.x_dtype), None, None, None
 
 
@@ -65,8 +65,51 @@ def enable_fp8_matmuls(blocks: torch.nn.Module) -> int:
         if w.shape[0] % 16 or w.shape[1] % 16:
             continue  # _scaled_mm needs both dimensions divisible by 16
         w8, scale = quantize_rows(w)
+        module.fp8_source_dtype = w.dtype  # what `disable_fp8_matmuls` dequantizes back to
         module.weight.data = w8  # (out, in) fp8
         module.register_buffer("weight_scale", scale.t().contiguous())  # (1, out) fp32
         module.forward = functools.partial(_fp8_forward, module)
         count += 1
     return count
+
+
+def fp8_layers(blocks: torch.nn.Module) -> list[torch.nn.Linear]:
+    return [
+        m
+        for m in blocks.modules()
+        if isinstance(getattr(m, "forward", None), functools.partial) and m.forward.func is _fp8_forward
+    ]
+
+
+@torch.no_grad()
+def disable_fp8_matmuls(blocks: torch.nn.Module) -> int:
+    """Back to plain matmuls: each fp8 weight dequantized to its original dtype (the fp8 rounding
+    stays: the weights are those the fp8 matmuls used, not the originals); returns how many."""
+    layers = fp8_layers(blocks)
+    for module in layers:
+        module.weight.data = (module.weight.data.float() * module.weight_scale.t()).to(module.fp8_source_dtype)
+        del module._buffers["weight_scale"], module.forward
+    return len(layers)
+
+
+def _cast_roundtrip(device: torch.device) -> None:
+    torch.ones(16, 16, device=device, dtype=torch.bfloat16).to(torch.float8_e4m3fn).to(torch.bfloat16)
+
+
+def _tiny_scaled_mm(device: torch.device) -> None:
+    x8, x_scale = quantize_rows(torch.ones(16, 16, device=device))
+    w8, w_scale = quantize_rows(torch.ones(16, 16, device=device))
+    torch._scaled_mm(x8, w8.t(), scale_a=x_scale, scale_b=w_scale.t().contiguous(), out_dtype=torch.bfloat16)
+
+
+# What each fp8 use needs from the device: fp8 storage a cast, fp8 matmuls `_scaled_mm` (sm89+ on CUDA).
+_PROBES = {"storage": _cast_roundtrip, "matmul": _tiny_scaled_mm}
+
+
+def unsupported(kind: str, device: torch.device) -> str | None:
+    """None when fp8 `kind` ("storage" | "matmul") runs on `device`, else why not (one line)."""
+    try:
+        _PROBES[kind](device)
+    except Exception as e:  # noqa: BLE001 - any refusal means: not on this device
+        return f"{type(e).__name__}: {e}".splitlines()[0][:300]
+    return None

@@ -54,7 +54,7 @@ class _Block:
 
     def bind(self, buffers: dict[torch.dtype, torch.Tensor]) -> None:
         for v in self.views:
-            v.param.data = buffers[v.dtype][v.offset:v.offset + v.numel].view(v.shape)
+            v.param.data = buffers[v.dtype][v.offset : v.offset + v.numel].view(v.shape)
 
     def unbind(self) -> None:
         self.bind(self.masters)
@@ -75,8 +75,14 @@ class BlockWeightStreamer:
     (the block ran from a slot already loaded) or 'miss' (it had to be loaded on the spot).
     """
 
-    def __init__(self, blocks: Sequence[torch.nn.Module], device: torch.device, resident: int, slots: int = 2,
-                 record_events: bool = False):
+    def __init__(
+        self,
+        blocks: Sequence[torch.nn.Module],
+        device: torch.device,
+        resident: int,
+        slots: int = 2,
+        record_events: bool = False,
+    ):
         if not 0 <= resident <= len(blocks):
             raise ValueError(f"resident blocks: {resident} is not in 0..{len(blocks)}")
         if slots < 1:
@@ -107,7 +113,7 @@ class BlockWeightStreamer:
             sizes[p.dtype] = sizes.get(p.dtype, 0) + p.numel()
         masters = {d: torch.empty(n, dtype=d, pin_memory=self.cuda) for d, n in sizes.items()}
         for v in views:
-            masters[v.dtype][v.offset:v.offset + v.numel].copy_(v.param.data.reshape(-1))
+            masters[v.dtype][v.offset : v.offset + v.numel].copy_(v.param.data.reshape(-1))
         block = _Block(index, views, masters)
         block.unbind()
         return block
@@ -117,8 +123,9 @@ class BlockWeightStreamer:
         for block in self._blocks.values():
             for d, m in block.masters.items():
                 sizes[d] = max(sizes.get(d, 0), m.numel())
-        return [_Slot(i, {d: torch.empty(n, dtype=d, device=self.device) for d, n in sizes.items()})
-                for i in range(count)]
+        return [
+            _Slot(i, {d: torch.empty(n, dtype=d, device=self.device) for d, n in sizes.items()}) for i in range(count)
+        ]
 
     def managed_parameters(self) -> set[int]:
         """ids of the parameters the streamer places (everything else belongs on the device)."""
@@ -183,7 +190,8 @@ class BlockWeightStreamer:
             if torch.is_grad_enabled() and self.phase == FORWARD and not self.in_checkpoint:
                 raise RuntimeError(
                     f"block {index} is streamed but runs with gradients outside the streamer's checkpoint: "
-                    "enable gradient checkpointing with loraedit.memory.checkpointing.BlockCheckpoint")
+                    "enable gradient checkpointing with loraedit.memory.checkpointing.BlockCheckpoint"
+                )
             slot = self._slot_of(index)
             if slot is None:
                 slot = self._load(index, self._victim(index, self.predicted_order(index)), "miss")
@@ -198,6 +206,7 @@ class BlockWeightStreamer:
 
     def _victim(self, current: int, order: list[int]) -> _Slot:
         """The slot whose block is needed last (empty slots first), never the current block's."""
+
         def next_use(slot: _Slot) -> float:
             if slot.block is None:
                 return float("inf")
@@ -228,12 +237,12 @@ class BlockWeightStreamer:
             self._copy_stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(self._copy_stream):
                 for d, master in block.masters.items():
-                    slot.buffers[d][:master.numel()].copy_(master, non_blocking=True)
+                    slot.buffers[d][: master.numel()].copy_(master, non_blocking=True)
                 slot.ready = torch.cuda.Event()
                 slot.ready.record(self._copy_stream)
         else:
             for d, master in block.masters.items():
-                slot.buffers[d][:master.numel()].copy_(master)
+                slot.buffers[d][: master.numel()].copy_(master)
         block.bind(slot.buffers)
         slot.block = index
         self._log(index, action, slot.index)

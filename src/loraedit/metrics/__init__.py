@@ -157,7 +157,7 @@ def load_baseline_video(
     (a shorter video repeats its last frame with ``pad="hold"``, e.g. AnyV2V's 16
     frames against a 17-frame clip), then resized and centre-cropped.
     """
-    from ..prepare import resample_indices, resize_center_crop
+    from ..frames import resample_indices, resize_center_crop
     from ..video_io import read_video
 
     path = _find_baseline(Path(folder), clip_id)

@@ -19,8 +19,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..prepare import resize_center_crop
 from ..devices import resolve_device
+from ..frames import resize_center_crop
 from .base import pkg_version, record
 
 Embedder = Callable[[np.ndarray], torch.Tensor]  # uint8 (N, H, W, 3) -> float (N, D)

@@ -52,7 +52,10 @@ def valid_mask(fw: np.ndarray, bw: np.ndarray) -> np.ndarray:
     motion boundary, and it must land inside the next frame.
     """
     bw_w = warp(bw, fw)
-    sq = lambda f: (f**2).sum(-1)
+
+    def sq(f: np.ndarray) -> np.ndarray:  # squared length of (H, W, 2) flow vectors
+        return (f**2).sum(-1)
+
     inconsistent = sq(fw + bw_w) > 0.01 * (sq(fw) + sq(bw_w)) + 0.5
     du = np.gradient(fw[..., 0])
     dv = np.gradient(fw[..., 1])
