@@ -12,6 +12,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from test_memory_training import sample as training_sample
 
 from loraedit import inference as inf
 from loraedit import stages
@@ -45,15 +46,7 @@ def tiny():
 
 
 def sample():
-    g = torch.Generator().manual_seed(0)
-    return {
-        "name": "clip",
-        "weight": 1.0,
-        "latents": torch.randn(1, 16, 2, 4, 6, generator=g),
-        "condition": torch.randn(1, 20, 2, 4, 6, generator=g),
-        "prompt_embeds": torch.randn(1, 8, 32, generator=g),
-        "image_embeds": torch.randn(1, 5, 32, generator=g),
-    }
+    return training_sample(image_tokens=5)
 
 
 def prepare(transformer, cfg, settings=SETTINGS, probe=True):

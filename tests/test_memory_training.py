@@ -14,7 +14,8 @@ CPU = torch.device("cpu")
 SETTINGS = tr.TrainSettings(rank=4, lr=1e-2, steps=2, checkpoint_every=0, gradient_checkpointing=True)
 
 
-def sample():
+def sample(image_tokens: int | None = None):
+    """A seeded random tiny-Wan training sample; without image tokens it is the Wan2.2 kind."""
     g = torch.Generator().manual_seed(0)
     return {
         "name": "clip",
@@ -22,7 +23,7 @@ def sample():
         "latents": torch.randn(1, 16, 2, 4, 6, generator=g),
         "condition": torch.randn(1, 20, 2, 4, 6, generator=g),
         "prompt_embeds": torch.randn(1, 8, 32, generator=g),
-        "image_embeds": None,
+        "image_embeds": None if image_tokens is None else torch.randn(1, image_tokens, 32, generator=g),
     }
 
 
