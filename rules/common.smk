@@ -7,22 +7,15 @@ from snakemake.utils import validate
 from loraedit.masks import choose_source, sheet_source_problems
 from loraedit.resources import retries, rule_resources
 from loraedit.sheet.samples import load_samples, sample_row
+from loraedit import variants
+from loraedit.variants import clip_methods, mask_mode_problems
 
 validate(config, schema="../config/config.schema.yaml")
 
-# The LoRA learns the transformer's mask channels as training builds them (stage 2: `train_ref` on
-# top of `train`, as train_settings merges them): sampling must build them alike.
-_mask_modes = {"train": config["train"].get("mask_downsample", "nearest")}
-_mask_modes["train_ref"] = config.get("train_ref", {}).get(
-    "mask_downsample", _mask_modes["train"]
-)
-_infer_mask_mode = config["infer"].get("mask_downsample", "nearest")
-for _part, _mode in _mask_modes.items():
-    if _mode != _infer_mask_mode:
-        raise ValueError(
-            f"config: {_part}.mask_downsample ({_mode}) and infer.mask_downsample "
-            f"({_infer_mask_mode}) differ: set both to nearest or both to conservative"
-        )
+# Training and sampling must build the LoRA's mask channels alike (variants.mask_mode_problems).
+_mask_problems = mask_mode_problems(config)
+if _mask_problems:
+    raise ValueError("\n".join(_mask_problems))
 
 # The pretrained toy model ships inside the workflow (models/toy-wan2.1-i2v): a relative model.path
 # that is not found in the working directory but is a folder of the workflow is taken from there,
@@ -99,11 +92,8 @@ def has_extra_edits(clip):
 
 
 def methods_for(clip):
-    """The configured variants that apply to this clip (mask+ref needs extra edited frames)."""
-    methods = [m for m in config["methods"] if m != "mask+ref" or has_extra_edits(clip)]
-    if config["infer"].get("composite_background"):
-        methods += [f"{m}+composite" for m in list(methods)]
-    return methods + [f"baseline-{name}" for name in config.get("baselines", {})]
+    """Every method row of this clip (variants.clip_methods)."""
+    return clip_methods(config, has_extra_edits(clip))
 
 
 def prepare_inputs(wildcards):
@@ -154,11 +144,8 @@ def retries_for(rule_name):
 
 
 def train_settings(method):
-    """`train`, with `train_ref` on top for the stage-2 (mask+ref) variant."""
-    settings = dict(config["train"])
-    if method == "mask+ref":
-        settings.update(config.get("train_ref", {}))
-    return settings
+    """`train`, with `train_ref` on top for mask+ref (variants.train_settings)."""
+    return variants.train_settings(config, method)
 
 
 def train_inputs(wildcards):

@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from .commands import command_parser
+from .variants import clip_variants, mask_mode_problems, train_settings
 
 GB = 1e9
 OUT = "results"  # rules/common.smk: OUT
@@ -202,18 +203,6 @@ def model_ref(run: Run, spec) -> str:
     if path and not os.path.isabs(path) and not resolve(run, path).exists() and (run.workflow / path).is_dir():
         return str(run.workflow / path)
     return path or spec.default_path
-
-
-def mask_mode_problems(config: dict) -> list[str]:
-    """rules/common.smk refuses a LoRA whose mask channels training and sampling build differently."""
-    modes = {"train": config["train"].get("mask_downsample", "nearest")}
-    modes["train_ref"] = config.get("train_ref", {}).get("mask_downsample", modes["train"])
-    infer = config["infer"].get("mask_downsample", "nearest")
-    return [
-        f"{part}.mask_downsample: {mode} differs from infer.mask_downsample ({infer}): set both alike"
-        for part, mode in modes.items()
-        if mode != infer
-    ]
 
 
 # ----------------------------------------------------------------------------- sheet
@@ -718,11 +707,6 @@ def run_video(config: dict, folder: Path | None) -> Video:
 # ----------------------------------------------------------------------------- jobs
 
 
-def train_config(config: dict, method: str) -> dict:
-    """`train`, with `train_ref` on top for the stage-2 variant (rules/common.smk train_settings)."""
-    return dict(config["train"], **(config.get("train_ref", {}) if method == "mask+ref" else {}))
-
-
 def train_problems(config: dict) -> list[str]:
     """Training settings the job would refuse, found before the estimates below use them."""
     from . import training as tr
@@ -730,17 +714,12 @@ def train_problems(config: dict) -> list[str]:
     problems = []
     for method in trained(list(config["methods"])):
         try:
-            s = tr.TrainSettings.from_config(train_config(config, method))
+            s = tr.TrainSettings.from_config(train_settings(config, method))
             if s.low_cost:
                 tr.window_starts(int(config["prepare"]["num_frames"]), s.window)
         except (ValueError, TypeError) as err:
             problems.append(f"{'train_ref' if method == 'mask+ref' else 'train'}: {err}")
     return sorted(set(problems))
-
-
-def clip_methods(config: dict, clip: Clip) -> list[str]:
-    """The LoRA-Edit variants inferred for the clip (rules/common.smk methods_for, without the extras)."""
-    return [m for m in config["methods"] if m != "mask+ref" or clip.refs > 0]
 
 
 def trained(methods: list[str]) -> list[str]:
@@ -755,7 +734,7 @@ def job_counts(config: dict, clips: list[Clip]) -> dict[str, int]:
     counts = dict.fromkeys(RULES, 0)
     counts["demo_data"] = int(bool(config.get("demo", {}).get("enabled", False)))
     for clip in clips:
-        methods = clip_methods(config, clip)
+        methods = clip_variants(config, clip.refs > 0)
         counts["prepare"] += 1
         counts["caption"] += 1
         counts["masks_sam" if clip.sam else "masks"] += 1
@@ -772,7 +751,7 @@ def train_parts(config: dict, method: str, clip: Clip, frames: int) -> list[tupl
     """[(steps, frames per sample)] of one train_lora job, as training.step_order schedules them."""
     from . import training as tr
 
-    s = tr.TrainSettings.from_config(train_config(config, method))
+    s = tr.TrainSettings.from_config(train_settings(config, method))
     spans = len(tr.window_starts(frames, s.window)) if s.low_cost else 1
     span_frames = min(s.window, frames) if s.low_cost else frames
     refs = clip.refs if method == "mask+ref" else 0
@@ -809,7 +788,7 @@ def sample_bytes(video: Video, transformer: Transformer | None, frames: int) -> 
 def clip_bytes(config: dict, clip: Clip, video: Video, transformer: Transformer | None) -> float:
     """Everything the run keeps for one clip (results/<clip>/), upper estimates."""
     frame, mp4 = video.pixels * PNG_RGB, video.frames * video.pixels * MP4
-    methods = clip_methods(config, clip)
+    methods = clip_variants(config, clip.refs > 0)
     outputs = len(methods) * (2 if config["infer"].get("composite_background") else 1)
     prepared = (video.frames * (2 if clip.gt else 1) + 1 + clip.refs) * frame
     masks = video.frames * video.pixels * PNG_MASK + mp4 + frame
@@ -1010,7 +989,7 @@ def gpu_hours(run: Run, spec, clips: list[Clip], video: Video, patch, measured: 
     passes = 2 if float(infer_cfg.get("guidance_scale", 5.0)) > 1.0 else 1
     train_s = infer_s = 0.0
     for clip in clips:
-        methods = clip_methods(run.config, clip)
+        methods = clip_variants(run.config, clip.refs > 0)
         for method in trained(methods):
             for steps, frames in train_parts(run.config, method, clip, video.frames):
                 scale = video.tokens(patch, frames) / measured.tokens
