@@ -24,7 +24,7 @@ from loraedit.backends.hunyuan import loader as hunyuan_loader
 from loraedit.backends.hunyuan import tiny as tiny_hunyuan
 from loraedit.backends.registry import load_encoders, load_transformers
 from loraedit.inference import make_scheduler
-from loraedit.stages import load_models_for_inference, prepare_for_training, read_lora_state
+from loraedit.stages import load_models_for_inference, prepare_for_training
 
 CFG = {"backend": "tiny-hunyuan", "seed": 0}
 PROMPT = "p3rs0n, a red circle"
@@ -232,7 +232,7 @@ def test_training_lowers_the_loss_and_the_lora_loads_in_the_stock_pipeline(model
         )
     # stage 2 (mask+ref) starts from this file, as stages.run_train does
     stage2 = load_transformers(CFG, DEV, torch.float32)[0]
-    prepare_for_training(stage2, settings, {}, DEV, hunyuan, read_lora_state(tmp_path / "lora"))
+    prepare_for_training(stage2, settings, {}, DEV, hunyuan, lora_io.read_lora(tmp_path / "lora")[0])
     assert all(torch.equal(state[k], v) for k, v in tr.lora_state(stage2).items())
 
 

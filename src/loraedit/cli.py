@@ -21,6 +21,8 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("toy", "demo-data"), "loraedit.toy.demo", "write the procedural shapes dataset (plumbing demo)"),
     (("toy", "pretrain"), "loraedit.toy.pretrain", "pretrain the toy Wan2.1-I2V on the toy world (resumable)"),
     (("toy", "eval"), "loraedit.toy.eval", "quality bars of a pretrained toy model"),
+    (("toy", "prior"), "loraedit.toy.prior", "train the toy mask prior on toy-world clips (resumable)"),
+    (("toy", "curve"), "loraedit.toy.curve", "toy benchmark quality against per-clip steps, cold vs prior start"),
     (("toy", "benchmark"), "loraedit.toy.benchmark", "score a toy benchmark run, or run the reduced CI benchmark"),
     (("gpu-slot",), "loraedit.gpu_slots", "run a command on its own GPU slot(s): loraedit gpu-slot [-n N] -- cmd"),
 ]

@@ -7,12 +7,14 @@ in the safetensors metadata, so alpha survives a round trip. Wan adds the origin
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 from peft import LoraConfig
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path
 from .backends.base import Family
@@ -69,3 +71,20 @@ def load_lora_into_pipeline(
             adapter_name=adapter_name,
             load_into_transformer_2=True,
         )
+
+
+def read_lora(lora_dir: str | os.PathLike, expert: int = 0) -> tuple[dict[str, torch.Tensor], float]:
+    """A saved diffusers-format LoRA as (peft state without the 'transformer.' prefix, its alpha).
+
+    The alpha comes from the LoraConfig the file carries (`save_lora`); a file without one is
+    read as alpha = rank (scale 1)."""
+    path = Path(lora_dir) / expert_weight_name(expert, DIFFUSERS_WEIGHT_NAME)
+    state = {k.removeprefix("transformer."): v for k, v in load_file(str(path)).items()}
+    with safe_open(str(path), "pt") as f:
+        meta = (f.metadata() or {}).get("lora_adapter_metadata")
+    config = json.loads(meta) if meta else {}
+    config = config.get("transformer", config)  # keyed by component in some diffusers versions
+    alpha = config.get("lora_alpha")
+    if alpha is None:
+        alpha = next(v.shape[0] for k, v in state.items() if k.endswith("lora_A.weight"))
+    return state, float(alpha)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from . import inference as inf
 from . import lora_io
+from . import prior as mask_prior
 from . import training as tr
 from .atomic import atomic_path, write_json
 from .backends import registry
@@ -79,12 +79,15 @@ def prepare_for_training(
     init_state: dict[str, torch.Tensor] | None = None,
     tokens: int | None = None,
     probe_sample: dict | None = None,
+    prior: tuple[dict[str, torch.Tensor], float] | None = None,
 ) -> Prepared:
     """Memory modes + LoRA, in the order they must go (shared by `run_train` and the GPU benchmark).
 
     1. fp8 weight storage (diffusers layerwise casting) on the frozen base Linear layers, where the
        device casts to fp8 (else bf16, recorded);
-    2. the fresh LoRA (fp32 master weights), optionally initialised from a stage-1 LoRA;
+    0. with `train.init: prior-merged`, the mask prior merged into the base weights (before any cast);
+    2. the fresh LoRA (fp32 master weights), started from the mask prior (`train.init: prior`) and/or
+       a stage-1 LoRA (stage 2 continues from it);
     3. group offloading last, so its hooks also cover the LoRA parameters; or else
     4. the `train.memory` plan for `tokens` latent tokens (`memory.apply`: placement on the device,
        weight streaming, activation offload, checkpointing, attention kernel, compile), and with
@@ -92,9 +95,15 @@ def prepare_for_training(
        acceleration that fails in it is given up before the LoRA has changed.
     """
     record = MemoryRecord.start("train", train_cfg, device)
+    prior_state, prior_alpha = prior if prior is not None else (None, None)
+    tr.check_init(settings, prior_state)
+    if settings.init == "prior-merged":
+        tr.merge_into_base(transformer, prior_state, prior_alpha)
     if train_cfg.get("fp8_weights"):
         memory.fp8_storage(transformer, device, record)
     params = tr.add_lora(transformer, settings, family)
+    if settings.init == "prior" and init_state is None:
+        tr.load_prior(transformer, prior_state, settings)
     if init_state is not None:  # Sec. 3.3.2 continues from the stage-1 LoRA
         tr.load_lora_state(transformer, init_state)
     blocks = train_cfg.get("offload_blocks_per_group")
@@ -148,12 +157,6 @@ def probe_step(transformer, sample: dict, settings: tr.TrainSettings, device: to
         transformer.train(was_training)
 
 
-def read_lora_state(lora_dir: str | os.PathLike, expert: int = 0) -> dict[str, torch.Tensor]:
-    """A saved diffusers-format LoRA as peft state (the 'transformer.' prefix removed)."""
-    path = Path(lora_dir) / lora_io.expert_weight_name(expert, lora_io.DIFFUSERS_WEIGHT_NAME)
-    return {k.removeprefix("transformer."): v for k, v in load_file(str(path)).items()}
-
-
 def expert_t_ranges(models_spec) -> list[tuple[float, float]]:
     """Wan2.2: expert 0 learns t >= boundary (high noise), expert 1 below it; Wan2.1: all of [0, 1]."""
     if models_spec.boundary_ratio is None:
@@ -176,20 +179,20 @@ def run_train(
     init_lora_dir=None,
     clip_id: str | None = None,
     progress: bool = True,
+    prior_dir=None,
 ) -> list[dict]:
-    """Stage `train_lora` for one clip and one variant (naive | mask | mask+ref)."""
+    """Stage `train_lora` for one clip and one variant (naive | mask | mask+ref); with `train.init`
+    prior / prior-merged it starts from the mask prior in `prior_dir`."""
     spec = registry.backend_spec(model_cfg)
     family = registry.family(spec)
     settings = tr.TrainSettings.from_config(train_cfg)  # LoRA targets: train.target_modules or the family's
+    if settings.init == "prior-merged" and init_lora_dir is not None:
+        raise ValueError("train.init: prior-merged cannot continue into stage 2 (mask+ref); use train.init: prior")
     device, dtype = _device_dtype(model_cfg)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    cache = work_dir / "samples.pt"
 
-    # 1. Encode once: VAE latents, text and image embeddings, cached on disk, encoders freed.
-    if cache.exists():
-        samples = torch.load(cache, map_location="cpu", weights_only=False)
-    else:
+    def encode(encoders) -> list[dict]:
         meta, frames, keep, edited = read_prepared(prepared_dir, masks_dir, clip_id)
         captions = json.loads(Path(caption_json).read_text())
         extra = {
@@ -197,8 +200,7 @@ def run_train(
             for t, img in edited.items()
             if t > 0
         }
-        encoders = family.load_encoders(spec, model_cfg, device, dtype)
-        samples = tr.encode_samples(
+        return tr.encode_samples(
             encoders,
             frames,
             keep,
@@ -211,41 +213,149 @@ def run_train(
             mask_mode=train_cfg.get("mask_downsample", "nearest"),
             family=family,
         )
-        with atomic_path(cache) as tmp:
-            torch.save(samples, tmp)
-        del encoders  # the VAE and text/image encoders are not needed for training
-        _release_memory()
 
-    # 2. Train the LoRA on the transformer(s) alone.
+    key = {"clip_id": clip_id, "method": method, "settings": dataclasses.asdict(settings)}
+    samples = encoded_samples(work_dir / "samples.pt", key, spec, family, model_cfg, encode)
+    init_states = None
+    if init_lora_dir is not None:  # Sec. 3.3.2 continues from the stage-1 LoRA
+        init_states = [lora_io.read_lora(init_lora_dir, i)[0] for i in range(len(expert_t_ranges(spec)))]
+    return train_and_save(
+        spec,
+        family,
+        model_cfg,
+        train_cfg,
+        settings,
+        samples,
+        out_lora_dir,
+        loss_csv,
+        loss_png,
+        work_dir,
+        {"clip_id": clip_id, "method": method},
+        init_states,
+        prior_dir,
+        progress,
+    )
+
+
+def encoded_samples(cache: Path, key: dict, spec, family, model_cfg: dict, encode) -> list[dict]:
+    """Encode once: the samples `encode(encoders)` makes, cached in `cache` under `key` (what they were
+    made from; a cache of other inputs is re-encoded, never reused); the encoders are freed."""
+    if cache.exists():
+        cached = torch.load(cache, map_location="cpu", weights_only=False)
+        if isinstance(cached, dict) and cached.get("key") == key:
+            return cached["samples"]
+        log.info("%s was encoded from other inputs: encoding again", cache)
+    device, dtype = _device_dtype(model_cfg)
+    encoders = family.load_encoders(spec, model_cfg, device, dtype)
+    samples = encode(encoders)
+    with atomic_path(cache) as tmp:
+        torch.save({"key": key, "samples": samples}, tmp)
+    del encoders  # the VAE and text/image encoders are not needed for training
+    _release_memory()
+    return samples
+
+
+def train_and_save(
+    spec,
+    family,
+    model_cfg: dict,
+    train_cfg: dict,
+    settings: tr.TrainSettings,
+    samples: list[dict],
+    out_lora_dir,
+    loss_csv,
+    loss_png,
+    work_dir: Path,
+    record: dict,
+    init_states: list[dict] | None = None,
+    prior_dir=None,
+    progress: bool = True,
+) -> list[dict]:
+    """Train the LoRA of every expert on `samples` (resumable from work_dir/expert<i>/) and write it with
+    its memory record and loss curve. A "prior-merged" start is saved as one LoRA: prior + clip LoRA."""
+    device, dtype = _device_dtype(model_cfg)
     # On the CPU first: `prepare_for_training` places (or streams) one expert at a time.
     transformers = family.load_transformers(spec, model_cfg, None, dtype)
     histories, states, records = [], [], []
     probe = max(samples, key=lambda s: s["latents"].numel())  # the largest: the run's shapes and peak
+    config = tr.lora_config(settings, family)
     for i, (transformer, t_range) in enumerate(zip(transformers, expert_t_ranges(spec))):
-        init = read_lora_state(init_lora_dir, i) if init_lora_dir is not None else None
+        prior = lora_io.read_lora(prior_dir, i) if prior_dir is not None and settings.init != "none" else None
         tokens = memory.sample_tokens(samples, memory.patch_size_of(transformer))
         prepared = prepare_for_training(
-            transformer, settings, train_cfg, device, family, init, tokens=tokens, probe_sample=probe
+            transformer,
+            settings,
+            train_cfg,
+            device,
+            family,
+            None if init_states is None else init_states[i],
+            tokens=tokens,
+            probe_sample=probe,
+            prior=prior,
         )
         records.append(prepared.memory.to_dict())
-        expert_dir = work_dir / f"expert{i}"
         history = tr.train(
-            transformer, samples, settings, device, expert_dir, t_range=t_range, progress=progress, family=family
+            transformer, samples, settings, device, work_dir / f"expert{i}", t_range, progress, family=family
         )
         histories += [dict(h, expert=i) for h in history]
-        states.append(tr.lora_state(transformer))
+        state = tr.lora_state(transformer)
+        if settings.init == "prior-merged":
+            state, rank = tr.stacked_lora(prior[0], prior[1], state, settings.alpha)
+            config = tr.lora_config(dataclasses.replace(settings, rank=rank, alpha=float(rank)), family)
+        states.append(state)
         if i + 1 < len(transformers):
             memory.park(transformer)  # Wan2.2: the idle expert waits on the CPU, not on the GPU
     with atomic_path(out_lora_dir, is_dir=True) as tmp:
-        lora_io.save_lora(tmp, states, tr.lora_config(settings, family), family)
+        lora_io.save_lora(tmp, states, config, family)
         # What ran (per expert), beside the LoRA it made; the run manifest gathers these.
-        write_json(
-            Path(tmp) / MEMORY_RECORD, {"clip_id": clip_id, "method": method, "stage": "train", "experts": records}
-        )
+        write_json(Path(tmp) / MEMORY_RECORD, {**record, "stage": "train", "experts": records})
     tr.plot_loss(histories, loss_csv, loss_png)
     for i in range(len(transformers)):
         tr.finish(work_dir / f"expert{i}")
     return histories
+
+
+def run_train_prior(
+    clips: list,
+    model_cfg: dict,
+    prior_cfg: dict,
+    out_lora_dir,
+    loss_csv,
+    loss_png,
+    work_dir,
+    progress: bool = True,
+) -> list[dict]:
+    """Stage `train_prior`: the mask prior (`loraedit.prior`) on `clips` (`prior.PriorClip`), trained
+    with `prior_cfg` (TrainSettings keys + `regions`); resumable like `train_lora`."""
+    spec = registry.backend_spec(model_cfg)
+    family = registry.family(spec)
+    settings = tr.TrainSettings.from_config({**prior_cfg, "init": "none"})
+    device, _ = _device_dtype(model_cfg)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    regions = prior_cfg.get("regions", list(mask_prior.REGIONS))
+
+    def encode(encoders) -> list[dict]:
+        mode = prior_cfg.get("mask_downsample", "nearest")
+        return mask_prior.prior_samples(family, encoders, clips, settings, device, regions, mode)
+
+    record = {"clip_id": None, "method": "prior", "clips": [c.clip_id for c in clips], "regions": list(regions)}
+    key = {**record, "settings": dataclasses.asdict(settings)}
+    samples = encoded_samples(work_dir / "samples.pt", key, spec, family, model_cfg, encode)
+    return train_and_save(
+        spec,
+        family,
+        model_cfg,
+        prior_cfg,
+        settings,
+        samples,
+        out_lora_dir,
+        loss_csv,
+        loss_png,
+        work_dir,
+        record,
+        progress=progress,
+    )
 
 
 def load_models_for_inference(model_cfg: dict, lora_dir=None) -> tuple[Models, torch.device]:

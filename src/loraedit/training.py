@@ -49,6 +49,9 @@ class TrainSettings:
     shift: float = 1.0  # timestep shift applied with logit_normal
     edit_region_weight: float = 1.0  # >1 up-weights the generated (mask = 0) region in the loss
     checkpoint_every: int = 25
+    # "constant" (the paper) | "cosine": lr decays to lr x lr_min_ratio over the steps (the mask prior)
+    lr_schedule: str = "constant"
+    lr_min_ratio: float = 0.1
     seed: int = 0
     mixed_precision: str = "no"  # "bf16": autocast; "no": run in the weights' dtype
     # The LoRA weights and so the AdamW state: "fp32" master weights, or "bf16" as the official code
@@ -82,6 +85,10 @@ class TrainSettings:
     # those reach, e.g. never a brown from a red) | "random" (the region's mean moved to a random
     # colour of the RGB cube, its texture kept: any colour an edit may ask for).
     recolor_mode: str = "channels"
+    # Where the LoRA starts: "none" (fresh, the paper) | "prior" (the mask prior's weights, trained on)
+    # | "prior-merged" (the prior merged into the base weights, a fresh LoRA on top; saved as one LoRA
+    # of rank prior + rank). Beyond the paper: a mask prior trained once (loraedit.prior).
+    init: str = "none"
 
     @classmethod
     def from_config(cls, cfg: dict) -> TrainSettings:
@@ -390,6 +397,77 @@ def load_lora_state(transformer, state: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"LoRA state has keys the model lacks: {result.unexpected_keys[:3]}")
 
 
+INITS = ("none", "prior", "prior-merged")
+
+
+def lora_scale(state: dict[str, torch.Tensor], alpha: float) -> float:
+    """alpha / rank of a LoRA state (its rank read from any lora_A: (rank, in_features))."""
+    rank = next(v.shape[0] for k, v in state.items() if k.endswith("lora_A.weight"))
+    return alpha / rank
+
+
+@torch.no_grad()
+def merge_into_base(transformer, state: dict[str, torch.Tensor], alpha: float) -> None:
+    """W += alpha / rank x B A for every LoRA pair of `state` (peft keys, no adapter attached yet)."""
+    modules = dict(transformer.named_modules())
+    scale = lora_scale(state, alpha)
+    for key, down in state.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        name = key.removesuffix(".lora_A.weight")
+        up = state[f"{name}.lora_B.weight"]  # (out, rank) @ (rank, in)
+        layer = modules[name]
+        layer.weight += (scale * up.float() @ down.float()).to(layer.weight.dtype)
+
+
+def check_init(settings: TrainSettings, prior: dict | None) -> None:
+    if settings.init not in INITS:
+        raise ValueError(f"train.init: unknown {settings.init!r} (choose {'|'.join(INITS)})")
+    if settings.init != "none" and prior is None:
+        raise ValueError(f"train.init: {settings.init} needs a mask prior (prior.path or the train_prior rule)")
+
+
+def load_prior(transformer, prior: dict[str, torch.Tensor], settings: TrainSettings) -> None:
+    """The "prior" start: the attached LoRA (same rank) takes the prior's weights."""
+    prior_rank = next(v.shape[0] for k, v in prior.items() if k.endswith("lora_A.weight"))
+    if prior_rank != settings.rank:
+        raise ValueError(f"train.init: the prior has rank {prior_rank}, train.rank is {settings.rank}: make them equal")
+    dtype = LORA_DTYPES[settings.lora_dtype]
+    load_lora_state(transformer, {k: v.to(dtype) for k, v in prior.items()})
+
+
+def start_lora(
+    transformer, settings: TrainSettings, family: Family, prior: dict | None = None, prior_alpha: float | None = None
+) -> list[torch.nn.Parameter]:
+    """`add_lora`, started as `settings.init` says: fresh ("none"), from the prior's weights ("prior":
+    same rank, then trained on), or on top of the prior merged into the base weights ("prior-merged")."""
+    check_init(settings, prior)
+    if settings.init == "prior-merged":
+        merge_into_base(transformer, prior, prior_alpha if prior_alpha is not None else settings.alpha)
+    params = add_lora(transformer, settings, family)
+    if settings.init == "prior":
+        load_prior(transformer, prior, settings)
+    return params
+
+
+def stacked_lora(
+    prior: dict[str, torch.Tensor], prior_alpha: float, clip: dict[str, torch.Tensor], clip_alpha: float
+) -> tuple[dict[str, torch.Tensor], int]:
+    """One LoRA equal to prior + clip LoRA (the "prior-merged" start's saved form), loadable by stock
+    diffusers: A stacked (r1 + r2, in), B side by side (out, r1 + r2), each B pre-scaled so that the
+    stacked LoRA's alpha = its rank (scale 1). Returns (state, rank)."""
+    out, rank = {}, None
+    s1, s2 = lora_scale(prior, prior_alpha), lora_scale(clip, clip_alpha)
+    for key in clip:
+        if not key.endswith(".lora_A.weight"):
+            continue
+        name = key.removesuffix(".lora_A.weight")
+        a = torch.cat([prior[key].float(), clip[key].float()], dim=0)
+        b = torch.cat([s1 * prior[f"{name}.lora_B.weight"].float(), s2 * clip[f"{name}.lora_B.weight"].float()], 1)
+        out[key], out[f"{name}.lora_B.weight"], rank = a, b, a.shape[0]
+    return out, rank
+
+
 # ----------------------------------------------------------------------------- loop
 
 
@@ -473,6 +551,25 @@ def _checkpoint_file(out_dir: Path) -> Path:
     return out_dir / "checkpoint.pt"
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_at(step: int, total: int, settings: TrainSettings) -> float:
+    """The learning rate of update `step` (0-based) of `total`: constant, or cosine from lr to lr x lr_min_ratio."""
+    if settings.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"train.lr_schedule: unknown {settings.lr_schedule!r} (choose {'|'.join(LR_SCHEDULES)})")
+    if settings.lr_schedule == "constant" or total <= 1:
+        return settings.lr
+    low = settings.lr * settings.lr_min_ratio
+    return low + (settings.lr - low) * 0.5 * (1 + math.cos(math.pi * step / (total - 1)))
+
+
+def run_fingerprint(samples: list[dict], settings: TrainSettings, t_range) -> dict:
+    """What a resume checkpoint must match: the settings, the samples' names and the expert's t range.
+    A checkpoint of another run (other clips, steps, lr, ...) in the same folder is refused, not resumed."""
+    return {"settings": dataclasses.asdict(settings), "samples": [s["name"] for s in samples], "t_range": list(t_range)}
+
+
 def train(
     transformer,
     samples: list[dict],
@@ -506,8 +603,14 @@ def train(
     history: list[dict] = []
     start = 0
     ckpt_path = _checkpoint_file(out_dir)
+    fingerprint = run_fingerprint(samples, settings, t_range)
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"train: {ckpt_path} is the checkpoint of another run (its settings or samples differ); "
+                "delete it to start this one from step 0"
+            )
         load_lora_state(transformer, ckpt["lora"])
         optimizer.load_state_dict(ckpt["optimizer"])
         generator.set_state(ckpt["generator"])
@@ -520,6 +623,8 @@ def train(
     bar = tqdm(range(start, total), initial=start, total=total, desc="train", disable=not progress)
     for step in bar:
         t0 = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, total, settings)
         index = order[step] if order is not None else int(torch.multinomial(weights, 1, generator=generator).item())
         sample = samples[index]
         t = sample_timestep(generator, settings, t_range)
@@ -546,6 +651,7 @@ def train(
                         "generator": generator.get_state(),
                         "history": history,
                         "step": step + 1,
+                        "fingerprint": fingerprint,
                     },
                     tmp,
                 )
