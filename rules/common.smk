@@ -31,7 +31,15 @@ _verified = config["train"].get("verified_modes")
 if _verified and not os.path.isabs(_verified):
     config["train"]["verified_modes"] = os.path.join(workflow.basedir, _verified)
 
+# The mask prior: a relative prior.path not in the working directory is taken from the workflow
+# (the bundled toy prior); with no path, the train_prior rule trains one on this run's clips.
+_prior_path = (config.get("prior") or {}).get("path")
+if _prior_path and not os.path.isabs(_prior_path) and not os.path.exists(_prior_path):
+    if os.path.isdir(os.path.join(workflow.basedir, _prior_path)):
+        config["prior"]["path"] = os.path.join(workflow.basedir, _prior_path)
+
 OUT = "results"
+PRIOR = (config.get("prior") or {}).get("path") or f"{OUT}/prior/lora"
 # A plain-JSON copy of the config for scripts that record it (the live object may hold
 # non-picklable Snakemake values when run through the Python API).
 CONFIG_SNAPSHOT = json.loads(json.dumps(config, default=str))
@@ -156,7 +164,24 @@ def train_inputs(wildcards):
     }
     if wildcards.method == "mask+ref":  # stage 2 continues from the stage-1 LoRA
         inputs["init_lora"] = f"{OUT}/{wildcards.clip}/mask/lora"
+    if train_settings(wildcards.method).get("init", "none") != "none":
+        inputs["prior"] = PRIOR
     return inputs
+
+
+def prior_settings():
+    """The train_prior job's settings: `prior` over `train` (variants.prior_settings)."""
+    return variants.prior_settings(config)
+
+
+def prior_inputs(wildcards):
+    """Every clip's prepared frames, masks and caption: the train_prior job learns from them all."""
+    clips = list(samples().index)
+    return {
+        "prepared": [f"{OUT}/{clip}/prepared" for clip in clips],
+        "masks": [f"{OUT}/{clip}/masks" for clip in clips],
+        "caption": [f"{OUT}/{clip}/caption.json" for clip in clips],
+    }
 
 
 def infer_inputs(wildcards):
@@ -165,7 +190,9 @@ def infer_inputs(wildcards):
         "masks": f"{OUT}/{wildcards.clip}/masks",
         "caption": f"{OUT}/{wildcards.clip}/caption.json",
     }
-    if wildcards.method != "none":
+    if wildcards.method == "prior":  # the mask prior alone, no per-clip steps
+        inputs["lora"] = PRIOR
+    elif wildcards.method != "none":
         inputs["lora"] = f"{OUT}/{wildcards.clip}/{wildcards.method}/lora"
     return inputs
 

@@ -11,7 +11,7 @@ rule infer:
     benchmark:
         f"{OUT}/benchmarks/infer/{{clip}}.{{method}}.tsv"
     wildcard_constraints:
-        method=r"naive|mask|mask\+ref|none",
+        method=r"naive|mask|mask\+ref|none|prior",
     retries: retries_for("infer")
     conda:
         "../envs/loraedit.yaml"
@@ -37,7 +37,7 @@ rule composite:
     log:
         f"{OUT}/logs/composite/{{clip}}.{{method}}.log",
     wildcard_constraints:
-        method=r"naive|mask|mask\+ref|none",
+        method=r"naive|mask|mask\+ref|none|prior",
     conda:
         "../envs/loraedit.yaml"
     params:

@@ -17,6 +17,7 @@ with snakemake_log(snakemake) as log, gpu_slot(n=1):
         snakemake.output.loss_png,
         snakemake.params.work_dir,
         init_lora_dir=snakemake.input.get("init_lora"),
+        prior_dir=snakemake.input.get("prior"),
         clip_id=snakemake.wildcards.clip,
     )
     log.info("trained %d steps; loss %.4f -> %.4f", len(history), history[0]["loss"], history[-1]["loss"])

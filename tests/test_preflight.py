@@ -94,21 +94,22 @@ def test_demo_config_passes_and_prints_the_plan(capsys, monkeypatch):
         in result.out
     )
     assert f"model.path: models/toy-wan2.1-i2v -> {REPO / 'models/toy-wan2.1-i2v'} (wan2.1-i2v-480p): ok" in result.out
-    assert "plan: 3 clips x 4 methods (naive, mask, mask+ref, none;" in result.out
+    assert "plan: 3 clips x 5 methods (naive, mask, mask+ref, none, prior;" in result.out
+    assert f"prior: {REPO / 'models/toy-mask-prior'}" in result.out  # the bundled prior, no train_prior job
     jobs = dict(re.findall(r"^  (\w+) +(\d+)", result.out, re.M))
-    # mask+ref on the 2 clips with an extra edited frame: 3 x (naive, mask) + 2 trained, 3 x 3 + 2 inferred
+    # mask+ref on the 2 clips with an extra edited frame: 3 x (naive, mask) + 2 trained, 3 x 4 + 2 inferred
     assert jobs == {
         "demo_data": "1",
         "prepare": "3",
         "caption": "3",
         "masks": "3",
         "train_lora": "8",
-        "infer": "11",
-        "score": "11",
+        "infer": "14",
+        "score": "14",
         "side_by_side": "3",
         "aggregate": "1",
         "bar_charts": "1",
-        "total": "45",
+        "total": "51",
     }
     assert "GPU hours: negligible" in result.out and result.out.rstrip().endswith("check: ok")
 
@@ -118,6 +119,21 @@ def test_a_saved_tiny_checkpoint_passes(capsys, tmp_path, pipeline):
     assert (result.code, result.problems) == (0, [])
     assert f"model.path: {pipeline} (wan2.1-i2v-480p): ok" in result.out
     assert "plan: 1 clips x 2 methods (mask, none)" in result.out
+
+
+def test_mask_prior_named_or_trained(capsys, tmp_path, pipeline):
+    missing = tmp_path / "no-prior"
+    config = write_config(tmp_path, pipeline, methods=["mask", "prior"], prior={"path": str(missing)})
+    result = run_check(capsys, tmp_path, config)
+    assert result.code == 1
+    assert result.problems == [
+        f"prior.path: {missing}: no pytorch_lora_weights.safetensors (train one: set prior.path: null)"
+    ]
+    trained = write_config(tmp_path, pipeline, train={"init": "prior"}, prior={"path": None, "steps": 300})
+    result = run_check(capsys, tmp_path, trained)
+    assert (result.code, result.problems) == (0, [])
+    assert "prior: trained by train_prior on its 1 clips (300 steps)" in result.out
+    assert re.search(r"^  train_prior +1 +1 ", result.out, re.M)  # one job, one GPU
 
 
 def test_missing_weights_folder(capsys, tmp_path):

@@ -6,6 +6,10 @@ scheduler calls) with the family's condition, starting latents and model call
 (`backends.base.Family`). With the stock "frame 1 only" mask it reproduces each stock pipeline
 (oracle tests).
 
+`infer.cache` (`sampling_cache`): none (every call computed), teacache (the official inference's
+TeaCache) or first_block (diffusers' FirstBlockCache); `denoise` / `edit_video` fill a `CacheStats`
+when given one and log its summary.
+
 Decoding differs from the stock HunyuanVideo pipeline on purpose: it drops the first 4 decoded
 frames. Here all 4 (T_lat - 1) + 1 frames are kept, so frame t of the output is frame t of the
 input and of its mask, which the scores, composites and side-by-side videos rely on.
@@ -14,6 +18,7 @@ input and of its mask, which the scores, composites and side-by-side videos rely
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import cv2
@@ -24,7 +29,11 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from . import conditioning as cond
+from . import sampling_cache
 from .backends.base import Models
+from .sampling_cache import CacheStats
+
+log = logging.getLogger(__name__)
 
 # Wan's standard negative prompt (from the Wan2.1 reference configs).
 WAN_NEGATIVE_PROMPT = (
@@ -65,6 +74,9 @@ class InferSettings:
     mask_downsample: str = "nearest"
     tiled_decode: bool = False
     image_preprocess: str = "resize"  # CLIP input: "resize" (official, whole frame) | "center_crop" (stock)
+    cache: str = "none"  # none | teacache (the official inference's) | first_block (diffusers' FirstBlockCache)
+    cache_threshold: float | None = None  # None: the method's default (teacache 0.275, first_block 0.05)
+    teacache_coefficients: str = "Wan2.1-I2V-14B-480P"  # the family's fitted polynomial (the official code's)
 
     @classmethod
     def from_config(cls, cfg: dict) -> InferSettings:
@@ -112,13 +124,21 @@ def denoise(
     settings: InferSettings,
     device: torch.device,
     progress: bool = True,
+    cache_stats: CacheStats | None = None,
 ) -> torch.Tensor:
     """Flow-matching sampling. condition (1, C_cond, T_lat, h, w) -> latents (1, 16, T_lat, h, w) float32.
 
     `text` / `negative`: the family's `encode_text` dicts (no negative: no guidance). Wan2.2's
-    low-noise expert takes the steps below the boundary with `guidance_scale_2`.
+    low-noise expert takes the steps below the boundary with `guidance_scale_2`. `cache_stats`:
+    filled in with the transformer calls and those `settings.cache` skipped.
     """
     family = models.family
+    # A family's optional TEACACHE (sampling_cache.TeaCacheSpec): Wan's; HunyuanVideo has none.
+    teacache = getattr(family, "TEACACHE", None)
+    if settings.cache == "teacache" and teacache is None:
+        raise ValueError(
+            f"infer.cache: teacache is fitted to Wan2.1 only, not the {family.NAME} family (use first_block or none)"
+        )
     scheduler = make_scheduler(settings.scheduler, settings.shift)
     set_schedule(scheduler, settings, device)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
@@ -130,18 +150,32 @@ def denoise(
     boundary = models.spec.boundary_ratio
     boundary_t = None if boundary is None else boundary * scheduler.config.num_train_timesteps
 
-    for t in tqdm(scheduler.timesteps, desc="denoise", disable=not progress):
-        if boundary_t is None or t >= boundary_t:
-            model, scale = models.transformers[0], settings.guidance_scale
-        else:  # Wan2.2: the low-noise expert
-            model, scale = models.transformers[1], settings.guidance_scale_2 or settings.guidance_scale
-        latent_input = torch.cat([latents, condition], dim=1).to(model.dtype)  # (1, 16 + C_cond, T_lat, h, w)
-        timestep = t.expand(latents.shape[0]).to(latents.dtype)
-        noise_pred = family.predict(model, latent_input, timestep, text, device)
-        if use_cfg:
-            noise_uncond = family.predict(model, latent_input, timestep, negative, device)
-            noise_pred = noise_uncond + scale * (noise_pred - noise_uncond)
-        latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+    num_steps = len(scheduler.timesteps)
+
+    with sampling_cache.cached_sampling(
+        models.transformers,
+        settings.cache,
+        settings.cache_threshold,
+        teacache,
+        settings.teacache_coefficients,
+        cache_stats,
+    ) as cache:
+        for i, t in enumerate(tqdm(scheduler.timesteps, desc="denoise", disable=not progress)):
+            if boundary_t is None or t >= boundary_t:
+                model, scale = models.transformers[0], settings.guidance_scale
+            else:  # Wan2.2: the low-noise expert
+                model, scale = models.transformers[1], settings.guidance_scale_2 or settings.guidance_scale
+            latent_input = torch.cat([latents, condition], dim=1).to(model.dtype)  # (1, 16 + C_cond, T_lat, h, w)
+            timestep = t.expand(latents.shape[0]).to(latents.dtype)
+            with cache.call(model, "cond", i, num_steps):
+                noise_pred = family.predict(model, latent_input, timestep, text, device)
+            if use_cfg:
+                with cache.call(model, "uncond", i, num_steps):
+                    noise_uncond = family.predict(model, latent_input, timestep, negative, device)
+                noise_pred = noise_uncond + scale * (noise_pred - noise_uncond)
+            latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+    if settings.cache != "none":
+        log.info("denoise: %s", cache.stats.summary())
     return latents
 
 
@@ -161,14 +195,17 @@ def edit_video(
     settings: InferSettings,
     device: torch.device,
     progress: bool = True,
+    cache_stats: CacheStats | None = None,
 ) -> np.ndarray:
-    """Edit a clip: uint8 (T, H, W, 3) + edited frame 1 + keep mask (T, H, W) -> uint8 (T, H, W, 3), all T frames."""
+    """Edit a clip: uint8 (T, H, W, 3) + edited frame 1 + keep mask (T, H, W) -> uint8 (T, H, W, 3), all T frames.
+
+    `cache_stats`: filled in by `denoise` (the transformer calls `settings.cache` skipped)."""
     family, enc = models.family, models.encoders
     video, keep_t = cond.inference_condition(frames, edited_first, keep)
     condition = family.build_condition(enc.vae, video, keep_t, settings.mask_downsample)
     negative_prompt = settings.negative_prompt if settings.guidance_scale > 1.0 else None
     text, negative = family.encode_text(enc, prompt, edited_first, negative_prompt, device, settings.image_preprocess)
-    latents = denoise(models, condition, text, negative, settings, device, progress)
+    latents = denoise(models, condition, text, negative, settings, device, progress, cache_stats)
     if settings.tiled_decode:
         enc.vae.enable_tiling()
     return cond.video_to_frames(family.decode_latents(enc.vae, latents))

@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from .commands import command_parser
-from .variants import clip_variants, mask_mode_problems, train_settings
+from .variants import clip_variants, mask_mode_problems, prior_settings, train_settings, uses_prior
 
 GB = 1e9
 OUT = "results"  # rules/common.smk: OUT
@@ -58,6 +58,7 @@ RULES = (
     "caption",
     "masks",
     "masks_sam",
+    "train_prior",
     "train_lora",
     "infer",
     "composite",
@@ -72,7 +73,7 @@ KNOWN_CONFIGS = {
     "wan2.1-i2v-720p": ("flops", "WAN21_I2V_14B_CONFIG", "WanTransformer3DModel"),
     "hunyuanvideo-i2v": ("loader", "I2V_33CH_CONFIG", "HunyuanVideoTransformer3DModel"),
 }
-RESOURCED = {"prepare", "caption", "masks", "masks_sam", "train_lora", "infer", "score", "aggregate"}
+RESOURCED = {"prepare", "caption", "masks", "masks_sam", "train_prior", "train_lora", "infer", "score", "aggregate"}
 
 
 class CheckError(Exception):
@@ -717,14 +718,48 @@ def train_problems(config: dict) -> list[str]:
             s = tr.TrainSettings.from_config(train_settings(config, method))
             if s.low_cost:
                 tr.window_starts(int(config["prepare"]["num_frames"]), s.window)
+            tr.check_init(s, {} if uses_prior(config) else None)
+            if method == "mask+ref" and s.init == "prior-merged":
+                raise ValueError("init: prior-merged cannot continue into stage 2 (mask+ref); use init: prior")
         except (ValueError, TypeError) as err:
             problems.append(f"{'train_ref' if method == 'mask+ref' else 'train'}: {err}")
+    if trains_prior(config):
+        try:
+            tr.lr_at(0, 2, tr.TrainSettings.from_config(prior_settings(config)))
+        except (ValueError, TypeError) as err:
+            problems.append(f"prior: {err}")
     return sorted(set(problems))
 
 
+def trains_prior(config: dict) -> bool:
+    """Whether the run's train_prior job runs: the prior is used and no prior.path names one."""
+    return uses_prior(config) and not (config.get("prior") or {}).get("path")
+
+
+def check_prior(run: Run, clips: list[Clip] | None, report: Report) -> None:
+    """The mask prior a run uses: a trained one at prior.path (here, else in the workflow), or the plan to train one."""
+    from .lora_io import DIFFUSERS_WEIGHT_NAME
+
+    if not uses_prior(run.config):
+        return
+    path = run.config["prior"].get("path")
+    if not path:
+        count = "its" if clips is None else f"its {len(clips)}"
+        report.line(f"prior: trained by train_prior on {count} clips ({run.config['prior'].get('steps', 100)} steps)")
+        return
+    folder = resolve(run, path)
+    if not folder.exists() and not Path(path).is_absolute():
+        folder = run.workflow / path
+    weights = folder / DIFFUSERS_WEIGHT_NAME
+    if weights.is_file():
+        report.line(f"prior: {shown(folder)}")
+    else:
+        report.problem(f"prior.path: {path}: no {DIFFUSERS_WEIGHT_NAME} (train one: set prior.path: null)")
+
+
 def trained(methods: list[str]) -> list[str]:
-    """Variants with a LoRA; mask+ref continues from the stage-1 `mask` LoRA, trained for it."""
-    out = [m for m in methods if m != "none"]
+    """Variants with a per-clip LoRA; mask+ref continues from the stage-1 `mask` LoRA, trained for it."""
+    out = [m for m in methods if m not in ("none", "prior")]
     return out + ["mask"] if "mask+ref" in out and "mask" not in out else out
 
 
@@ -733,6 +768,7 @@ def job_counts(config: dict, clips: list[Clip]) -> dict[str, int]:
     baselines = len(config.get("baselines") or {})
     counts = dict.fromkeys(RULES, 0)
     counts["demo_data"] = int(bool(config.get("demo", {}).get("enabled", False)))
+    counts["train_prior"] = int(trains_prior(config) and bool(clips))
     for clip in clips:
         methods = clip_variants(config, clip.refs > 0)
         counts["prepare"] += 1
@@ -996,6 +1032,9 @@ def gpu_hours(run: Run, spec, clips: list[Clip], video: Video, patch, measured: 
                 train_s += steps * measured.train[train_mode] * scale * len(spec.experts)
         infer_steps = int(infer_cfg.get("num_steps", 30)) * passes * len(methods)
         infer_s += infer_steps * measured.infer[infer_mode] * video.tokens(patch) / measured.tokens
+    if trains_prior(run.config):  # a prior step is a LoRA step on one clip-sized sample
+        steps = int(prior_settings(run.config).get("steps", 100))
+        train_s += steps * measured.train[train_mode] * video.tokens(patch) / measured.tokens * len(spec.experts)
     how = (
         f"{measured.device}: train {measured.train[train_mode]:.2f} s/step ({train_mode}), infer "
         f"{measured.infer[infer_mode]:.2f} s per pass ({infer_mode}, {passes} per step) at {measured.tokens} "
@@ -1076,6 +1115,7 @@ def check_inputs(run: Run, spec, report: Report) -> tuple[list[Clip] | None, Pat
     check_caption(run, clips, report)
     check_sam(run, clips, report)
     check_score(run, report)
+    check_prior(run, clips, report)
     check_ffmpeg(report)
     return clips, folder
 

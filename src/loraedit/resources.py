@@ -67,7 +67,7 @@ from pathlib import Path
 # Reference video size the base figures are given for (frames x width x height).
 REFERENCE_FRAMES, REFERENCE_WIDTH, REFERENCE_HEIGHT = 49, 832, 480
 
-GPU_RULES = ("caption", "train_lora", "infer", "score", "masks_sam")
+GPU_RULES = ("caption", "train_prior", "train_lora", "infer", "score", "masks_sam")
 CPU_RULES = ("prepare", "masks", "aggregate", "demo_data", "composite", "side_by_side", "bar_charts")
 
 # Keys of one rule's figures: gpu (count), mem_mb, runtime (minutes), threads, and the
@@ -75,6 +75,8 @@ CPU_RULES = ("prepare", "masks", "aggregate", "demo_data", "composite", "side_by
 _REAL = {
     "caption": dict(gpu=1, mem_mb=16000, runtime=10, threads=4, mem_scale=0.0, runtime_scale=0.0),
     "train_lora": dict(gpu=1, mem_mb=64000, runtime=120, threads=8, mem_scale=0.3, runtime_scale=0.9),
+    # The mask prior: a train_lora job of prior.steps steps (2000 at ~6.7 s/step, 49 frames, H200).
+    "train_prior": dict(gpu=1, mem_mb=64000, runtime=480, threads=8, mem_scale=0.3, runtime_scale=0.9),
     "infer": dict(gpu=1, mem_mb=64000, runtime=45, threads=8, mem_scale=0.2, runtime_scale=0.8),
     "score": dict(gpu=1, mem_mb=32000, runtime=30, threads=4, mem_scale=0.2, runtime_scale=0.9),
     "prepare": dict(gpu=0, mem_mb=4000, runtime=10, threads=2, mem_scale=0.8, runtime_scale=0.9),
@@ -89,6 +91,7 @@ _REAL = {
 _TINY = {
     "caption": dict(gpu=1, mem_mb=2000, runtime=5, threads=1, mem_scale=0.0, runtime_scale=0.0),
     "train_lora": dict(gpu=1, mem_mb=2000, runtime=10, threads=1, mem_scale=0.5, runtime_scale=0.9),
+    "train_prior": dict(gpu=1, mem_mb=4000, runtime=60, threads=1, mem_scale=0.5, runtime_scale=0.9),
     "infer": dict(gpu=1, mem_mb=2000, runtime=10, threads=1, mem_scale=0.5, runtime_scale=0.9),
     "score": dict(gpu=1, mem_mb=2000, runtime=10, threads=1, mem_scale=0.5, runtime_scale=0.9),
     "prepare": dict(gpu=0, mem_mb=1000, runtime=5, threads=1, mem_scale=0.8, runtime_scale=0.9),
@@ -101,7 +104,12 @@ _TINY = {
     "bar_charts": dict(gpu=0, mem_mb=1000, runtime=5, threads=1, mem_scale=0.0, runtime_scale=0.0),
 }
 # Wan2.2-A14B holds two 14B experts, so its training/inference host memory is larger.
-_A14B = {**_REAL, "train_lora": {**_REAL["train_lora"], "mem_mb": 96000}, "infer": {**_REAL["infer"], "mem_mb": 96000}}
+_A14B = {
+    **_REAL,
+    "train_lora": {**_REAL["train_lora"], "mem_mb": 96000},
+    "train_prior": {**_REAL["train_prior"], "mem_mb": 96000},
+    "infer": {**_REAL["infer"], "mem_mb": 96000},
+}
 
 DEFAULT_RESOURCES: dict[str, dict[str, dict]] = {
     "tiny": _TINY,

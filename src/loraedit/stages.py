@@ -30,6 +30,7 @@ from .memory import apply as memory
 from .memory.record import FILE as MEMORY_RECORD
 from .memory.record import MemoryRecord
 from .report_assets import side_by_side
+from .sampling_cache import CacheStats
 from .video_io import read_frames, read_image, read_mask, write_frames, write_mp4
 
 log = logging.getLogger(__name__)
@@ -315,6 +316,16 @@ def train_and_save(
     return histories
 
 
+def read_prior_clips(prepared_dirs, masks_dirs, caption_jsons, clip_ids) -> list[mask_prior.PriorClip]:
+    """The run's clips as the prior learns them: frames, their edit masks, p* + the caption of frame 1."""
+    clips = []
+    for prepared, masks, caption, clip_id in zip(prepared_dirs, masks_dirs, caption_jsons, clip_ids, strict=True):
+        _, frames, keep, _ = read_prepared(prepared, masks, clip_id)
+        prompt = json.loads(Path(caption).read_text())["train_prompt"]
+        clips.append(mask_prior.PriorClip(clip_id, frames, keep, prompt))
+    return clips
+
+
 def run_train_prior(
     clips: list,
     model_cfg: dict,
@@ -388,6 +399,7 @@ def run_infer(
     captions = json.loads(Path(caption_json).read_text())
     models, device = load_models_for_inference(model_cfg, lora_dir)
     record = memory.prepare_for_inference(models.transformers, infer_cfg, device)
+    cache = CacheStats()  # infer.cache: the share of transformer calls skipped
     output = memory.run_inference(
         lambda: inf.edit_video(
             models,
@@ -398,13 +410,17 @@ def run_infer(
             settings,
             device,
             progress,
+            cache_stats=cache,
         ),
         models.transformers,
         device,
         record,
     )
     write_output(out_dir, output, frames, keep, meta.get("fps", 8.0))
-    write_json(Path(out_dir) / MEMORY_RECORD, {"clip_id": clip_id, "method": method, **record.to_dict()})
+    write_json(
+        Path(out_dir) / MEMORY_RECORD,
+        {"clip_id": clip_id, "method": method, **record.to_dict(), "sampling_cache": cache.to_dict()},
+    )
     log.info("memory: %s", record.summary())
     return output
 

@@ -5,11 +5,29 @@ from __future__ import annotations
 
 
 def train_settings(config: dict, method: str) -> dict:
-    """`train`, with `train_ref` on top for the stage-2 (mask+ref) variant."""
+    """`train`, with `train_ref` on top for the stage-2 (mask+ref) variant. The naive variant (Sec.
+    3.1, the stock first-frame mask) always starts fresh: the mask prior is a start for the mask
+    variants only."""
     settings = dict(config["train"])
     if method == "mask+ref":
         settings.update(config.get("train_ref", {}))
+    if method == "naive":
+        settings["init"] = "none"
     return settings
+
+
+def prior_settings(config: dict) -> dict:
+    """The train_prior job's TrainSettings keys and regions: `prior` over `train`, a fresh start."""
+    prior = {k: v for k, v in (config.get("prior") or {}).items() if k != "path"}
+    return {**config["train"], **prior, "init": "none"}
+
+
+def uses_prior(config: dict) -> bool:
+    """Whether the run needs the mask prior: the `prior` method, or a clip LoRA started from it."""
+    inits = {
+        train_settings(config, m).get("init", "none") for m in config["methods"] if m in ("naive", "mask", "mask+ref")
+    }
+    return "prior" in config["methods"] or bool(inits - {"none"})
 
 
 def clip_variants(config: dict, has_extra_edits: bool) -> list[str]:

@@ -60,8 +60,10 @@ def clip_curve(
     infer_cfg: dict,
     work_dir: Path,
     save_lora: Path | None = None,
+    method: str = "mask",
 ) -> list[dict]:
-    """One clip's rows {clip_id, init, steps, seed, train_seconds, <scores>} at every step count of `steps`."""
+    """One clip's rows {clip_id, method, init, steps, seed, train_seconds, <scores>} at every step count
+    of `steps`; `method` mask (Sec. 3.3.1) or naive (Sec. 3.1: trained and sampled with the stock mask)."""
     truth = benchmark_truth(index)
     clip_id = f"toy100-{index:02d}"
     cpu = torch.device("cpu")
@@ -72,7 +74,7 @@ def clip_curve(
         models.encoders,
         truth.video,
         truth.keep,
-        "mask",
+        method,
         make_prompt(DEFAULT_SPECIAL_TOKEN, truth.caption),
         settings,
         cpu,
@@ -99,9 +101,10 @@ def clip_curve(
         tr.load_lora_state(transformer, kept[step])
         for seed in seeds:
             infer = inf.InferSettings.from_config({**infer_cfg, "seed": seed})
-            output = inf.edit_video(models, truth.video, truth.edited[0], truth.keep, prompt, infer, cpu, False)
+            keep = inf.method_keep(method, truth.keep)
+            output = inf.edit_video(models, truth.video, truth.edited[0], keep, prompt, infer, cpu, False)
             scores = {k: v["value"] for k, v in toy_scores(output, truth).items() if k in SCORES}
-            rows.append({"clip_id": clip_id, "init": init, "steps": step, "seed": seed, **scores})
+            rows.append({"clip_id": clip_id, "method": method, "init": init, "steps": step, "seed": seed, **scores})
     for row in rows:
         row["train_seconds"] = round(seconds * row["steps"] / max(steps), 2)
     return rows
@@ -133,6 +136,7 @@ def run(args) -> Path:
             infer_cfg,
             work,
             Path(args.save_loras) if args.save_loras else None,
+            args.method,
         )
         done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True) if len(done) else pd.DataFrame(rows)
         write_text(out, done.to_csv(index=False))
@@ -144,7 +148,9 @@ def curve_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Means over clips and seeds per (start, steps): the curve."""
     rows = pd.concat(frames, ignore_index=True)
     agg = {s: "mean" for s in SCORES} | {"clip_id": "nunique", "seed": "nunique", "train_seconds": "mean"}
-    table = rows.groupby(["init", "steps"], sort=True).agg(agg).reset_index()
+    rows["method"] = rows.get("method", pd.Series("mask", index=rows.index)).fillna("mask")
+    rows["start"] = rows["method"].where(rows["method"] != "mask", "mask") + ", init " + rows["init"]
+    table = rows.groupby(["start", "steps"], sort=True).agg(agg).reset_index()
     return table.rename(columns={"clip_id": "clips", "seed": "seeds"})
 
 
@@ -156,8 +162,8 @@ def plot_curve(table: pd.DataFrame, png: str | Path, references: dict | None = N
     fig = Figure(figsize=(12, 3.2))
     axes = fig.subplots(1, len(SCORES))
     for ax, score in zip(axes, SCORES):
-        for init, curve in table.groupby("init"):
-            ax.plot(curve["steps"], curve[score], marker="o", label=f"start: {init}")
+        for start, curve in table.groupby("start"):
+            ax.plot(curve["steps"], curve[score], marker="o", label=start)
         for (name, values), style in zip((references or {}).items(), ("--", ":", "-.")):
             if score in values and np.isfinite(values[score]):
                 ax.axhline(values[score], color="grey", ls=style, lw=0.8, label=name)
@@ -180,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("csvs", nargs="*", help="with --plot: the per-start CSVs to draw")
     ap.add_argument("--init", choices=tr.INITS, default="none")
+    ap.add_argument("--method", choices=["mask", "naive"], default="mask")
     ap.add_argument("--prior", default=None, help="the mask prior's LoRA folder (init prior | prior-merged)")
     ap.add_argument("--model", default=TOY_MODEL)
     ap.add_argument("--workflow", default=".", help="the checkout whose config/ gives the benchmark's settings")
