@@ -16,7 +16,11 @@ from loraedit.video_io import read_frames
 # One clip of the default demo (toy world, seed 0), LoRA-Edit's mask method; every other key as
 # `make demo` runs it (exact masks, conservative mask downsampling, 200 LoRA steps with 4 recoloured
 # copies, 20 sampling steps).
-ONE_CLIP = {"demo": {"num_clips": 1}, "methods": ["mask"], "score": {"pyiqa_metrics": ["psnr"], "qalign": False}}
+ONE_CLIP = {
+    "demo": {"num_clips": 1},
+    "methods": ["mask", "prior"],  # prior: the bundled toy mask prior alone (models/toy-mask-prior)
+    "score": {"pyiqa_metrics": ["psnr"], "qalign": False},
+}
 # Measured (clip toy0-00, config.yaml as committed): edit colour error 33.88 against 106.2 for the
 # unedited input (ratio 0.32), background PSNR 39.10 dB (with nearest mask downsampling: 41.07,
 # 38.27 dB; the 5200-step model: 41.85, 39.50 dB; the 2800-step model: 43.9, 40.66 dB).
@@ -24,6 +28,9 @@ ONE_CLIP = {"demo": {"num_clips": 1}, "methods": ["mask"], "score": {"pyiqa_metr
 # roughly, and this thin turning card fades in later frames (docs/toy-world.md).
 MAX_COLOR_ERR_RATIO = 0.45  # edit colour error of the output / that of the unedited input
 MIN_BG_PSNR = 30.0
+# The `prior` method (zero per-clip steps; measured in memory with the same settings, 2026-12-05):
+# edit colour error 46.4 (ratio 0.44), background PSNR 39.51 dB.
+MAX_PRIOR_COLOR_ERR_RATIO = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +42,13 @@ def demo_clip(tmp_path_factory):
     truth = toy_data.truth_for(json.loads((workdir / "results" / "demo_data" / clip_id / "toy.json").read_text()))
     output = read_frames(workdir / "results" / clip_id / "mask" / "output" / "frames")
     return workdir, truth, output
+
+
+@pytest.fixture(scope="module")
+def prior_output(demo_clip):
+    workdir, truth, _ = demo_clip
+    clip_id = pd.read_csv(workdir / "results" / "demo_data" / "samples.tsv", sep="\t")["clip_id"][0]
+    return read_frames(workdir / "results" / clip_id / "prior" / "output" / "frames")
 
 
 def test_the_demo_data_holds_one_clip_of_each_case(tmp_path):
@@ -66,4 +80,14 @@ def test_the_edit_is_recognisable(demo_clip):
     got = toy_benchmark.toy_scores(output, truth)
     unedited = toy_benchmark.toy_scores(truth.video, truth)  # what "no edit at all" scores
     assert _value(got, "edit_color_err") < MAX_COLOR_ERR_RATIO * _value(unedited, "edit_color_err"), got
+    assert _value(got, "bg_psnr") > MIN_BG_PSNR, got
+
+
+def test_the_prior_alone_edits_with_no_per_clip_steps(demo_clip, prior_output):
+    workdir, truth, _ = demo_clip
+    assert not list((workdir / "results").glob("*/prior/lora"))  # no per-clip LoRA: the bundled prior
+    assert not (workdir / "results" / "prior").exists()  # prior.path names it: no train_prior job
+    got = toy_benchmark.toy_scores(prior_output, truth)
+    unedited = toy_benchmark.toy_scores(truth.video, truth)
+    assert _value(got, "edit_color_err") < MAX_PRIOR_COLOR_ERR_RATIO * _value(unedited, "edit_color_err"), got
     assert _value(got, "bg_psnr") > MIN_BG_PSNR, got

@@ -11,10 +11,14 @@ from loraedit.toy.eval import TOY_MODEL
 from loraedit.toy.prior import TOY_PRIOR
 
 REPO = Path(__file__).resolve().parents[1]
-CLIP = 1  # toy100-01
-# Measured on this clip (10 sampling steps, seed 0): see MEASURED below; the margins leave room for
-# float differences between machines, not for a prior that is not loaded.
-MIN_BG_MARGIN_DB = 2.0
+CLIP = 3  # toy100-03
+# From the prior the clip trains at lr 1e-4 (docs/prior.md: 1e-3 undoes the prior), cold at the
+# benchmark's 1e-3. Measured on this clip (10 sampling steps, seed 0, 2026-12-05): background PSNR
+# 34.13 against 28.47 dB, PSNR to the true edit 27.09 against 25.26 dB, edit colour error 68.95
+# against 70.36. The margins leave room for float differences between machines, not for a prior
+# that is not loaded (then the "prior" run is a cold run at the lower lr, below the cold one).
+PRIOR_START_LR = 1e-4
+MIN_BG_MARGIN_DB = 3.0
 MIN_GT_MARGIN_DB = 1.0
 
 
@@ -32,7 +36,7 @@ def runs(tmp_path_factory):
             None if init == "none" else prior,
             [10],
             [0],
-            train_cfg,
+            train_cfg if init == "none" else {**train_cfg, "lr": PRIOR_START_LR},
             infer_cfg,
             tmp_path_factory.mktemp(init),
         )

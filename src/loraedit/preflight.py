@@ -752,7 +752,7 @@ def check_prior(run: Run, clips: list[Clip] | None, report: Report) -> None:
         folder = run.workflow / path
     weights = folder / DIFFUSERS_WEIGHT_NAME
     if weights.is_file():
-        report.line(f"prior: {shown(folder)}")
+        report.line(f"prior.path: {path} -> {folder.resolve()}: ok")
     else:
         report.problem(f"prior.path: {path}: no {DIFFUSERS_WEIGHT_NAME} (train one: set prior.path: null)")
 

@@ -119,8 +119,10 @@ def run(args) -> Path:
     out = Path(args.out)
     done = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["clip_id"])
     train_cfg, infer_cfg = benchmark_settings(args.workflow)
+    if args.lr is not None:
+        train_cfg = {**train_cfg, "lr": args.lr}
     prior = read_prior(args.prior) if args.init != "none" else None
-    for index in range(args.clips):
+    for index in range(args.first_clip, args.first_clip + args.clips):
         clip_id = f"toy100-{index:02d}"
         if clip_id in set(done["clip_id"]):
             continue
@@ -146,12 +148,32 @@ def run(args) -> Path:
 
 def curve_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Means over clips and seeds per (start, steps): the curve."""
-    rows = pd.concat(frames, ignore_index=True)
+    rows = label_starts(pd.concat(frames, ignore_index=True))
     agg = {s: "mean" for s in SCORES} | {"clip_id": "nunique", "seed": "nunique", "train_seconds": "mean"}
-    rows["method"] = rows.get("method", pd.Series("mask", index=rows.index)).fillna("mask")
-    rows["start"] = rows["method"].where(rows["method"] != "mask", "mask") + ", init " + rows["init"]
     table = rows.groupby(["start", "steps"], sort=True).agg(agg).reset_index()
     return table.rename(columns={"clip_id": "clips", "seed": "seeds"})
+
+
+def wins_over(rows: pd.DataFrame, reference: tuple[str, int], score: str = "edit_color_err") -> pd.DataFrame:
+    """Per (start, steps): on how many clips the seed-mean `score` beats the `reference` (start, steps)
+    run's (lower wins for errors, higher for PSNRs)."""
+    per_clip = rows.groupby(["start", "steps", "clip_id"])[score].mean()
+    ref = per_clip.loc[reference]
+    lower = score.endswith("err")
+    out = []
+    for (start, steps), clips in per_clip.groupby(level=[0, 1]):
+        clips = clips.droplevel([0, 1]).reindex(ref.index)
+        beats = (clips < ref) if lower else (clips > ref)
+        out.append({"start": start, "steps": steps, f"{score} wins vs {reference[0]} {reference[1]}": int(beats.sum())})
+    return pd.DataFrame(out)
+
+
+def label_starts(rows: pd.DataFrame) -> pd.DataFrame:
+    """rows with a `start` column: "<method>, init <init>" (older files without `method` are mask runs)."""
+    rows = rows.copy()
+    method = rows["method"].fillna("mask") if "method" in rows else pd.Series("mask", index=rows.index)
+    rows["start"] = method + ", init " + rows["init"]
+    return rows
 
 
 def plot_curve(table: pd.DataFrame, png: str | Path, references: dict | None = None) -> None:
@@ -187,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("csvs", nargs="*", help="with --plot: the per-start CSVs to draw")
     ap.add_argument("--init", choices=tr.INITS, default="none")
     ap.add_argument("--method", choices=["mask", "naive"], default="mask")
+    ap.add_argument("--lr", type=float, default=None, help="per-clip lr (default: the benchmark's)")
+    ap.add_argument("--first-clip", type=int, default=0, help="start at this clip index")
     ap.add_argument("--prior", default=None, help="the mask prior's LoRA folder (init prior | prior-merged)")
     ap.add_argument("--model", default=TOY_MODEL)
     ap.add_argument("--workflow", default=".", help="the checkout whose config/ gives the benchmark's settings")
@@ -199,11 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", default=None, help="with --plot: write the curve's means here")
     args = ap.parse_args(argv)
     if args.plot:
-        table = curve_table([pd.read_csv(p) for p in args.csvs])
+        frames = [pd.read_csv(p) for p in args.csvs]
+        table = curve_table(frames)
         plot_curve(table, args.plot)
         if args.table:
             write_text(args.table, table.to_csv(index=False, float_format="%.3f"))
         print(table.to_string(index=False))
+        rows = label_starts(pd.concat(frames, ignore_index=True))
+        if "naive, init none" in set(rows["start"]):
+            print(wins_over(rows, ("naive, init none", int(rows[rows["start"] == "naive, init none"]["steps"].max()))))
         return 0
     if args.init != "none" and not args.prior:
         ap.error(f"--init {args.init} needs --prior")

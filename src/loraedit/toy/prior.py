@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     seed, count = (100, 16) if args.benchmark_clips else (args.seed, args.clips)
     recipe = {**RECIPE, "steps": args.steps, "regions": args.regions}
     out = Path(args.out)
+    started = {"commit": commit(), "date": datetime.date.today().isoformat()}  # the code that trains it
     clips = toy_prior_clips(seed, count)
     history = run_train_prior(
         clips,
@@ -98,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             "clips": {"world_seed": seed, "count": count, "num_frames": 17, "size": 64},
             "model": args.model,
             "command": "loraedit toy prior " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "commit": commit(),
-            "date": datetime.date.today().isoformat(),
+            **started,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
             "final_loss_mean_last_100": sum(h["loss"] for h in history[-100:]) / max(1, len(history[-100:])),
         },
