@@ -95,7 +95,9 @@ def test_demo_config_passes_and_prints_the_plan(capsys, monkeypatch):
     )
     assert f"model.path: models/toy-wan2.1-i2v -> {REPO / 'models/toy-wan2.1-i2v'} (wan2.1-i2v-480p): ok" in result.out
     assert "plan: 3 clips x 5 methods (naive, mask, mask+ref, none, prior;" in result.out
-    assert f"prior.path: models/toy-mask-prior -> {REPO / 'models/toy-mask-prior'}: ok" in result.out  # the bundled prior, no train_prior job
+    assert (
+        f"prior.path: models/toy-mask-prior -> {REPO / 'models/toy-mask-prior'}: ok" in result.out
+    )  # the bundled prior, no train_prior job
     jobs = dict(re.findall(r"^  (\w+) +(\d+)", result.out, re.M))
     # mask+ref on the 2 clips with an extra edited frame: 3 x (naive, mask) + 2 trained, 3 x 4 + 2 inferred
     assert jobs == {

@@ -34,7 +34,7 @@ from ..video_io import read_frames
 from .data import make_toy_dataset, truth_for
 from .world import ToyClip
 
-METHODS = ("none", "naive", "mask", "mask+ref")
+METHODS = ("none", "naive", "mask", "mask+ref", "prior")
 IMPL = "loraedit.toy.benchmark"
 # The reduced size that CI reruns (tests/test_toy_benchmark.py), against tests/data/toy_benchmark_reduced.csv.
 REDUCED = {
