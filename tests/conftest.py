@@ -25,7 +25,8 @@ LONGEST_FIRST = [
     "test_workflow.py",  # 200: the plumbing DAG, about 50 Snakemake jobs
     "test_toy_demo.py",  # 111: make demo's config on one clip
     "test_toy_benchmark.py",  # 88: the reduced benchmark and the broken-method runs
-    "test_resume.py",  # 70: killed and resumed run
+    "test_resume.py",  # 125: killed and resumed runs (train_lora, train_prior)
+    "test_toy_prior.py",  # 50: 10 steps from the toy prior against 10 cold ones
     "test_workflow_hunyuan.py",  # 45
 ]
 
