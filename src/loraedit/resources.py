@@ -23,6 +23,7 @@ Default figures (reference size; host RAM, not GPU memory):
                                      measurement: the official README reports 31.9 s/step
                                      (~53 min/100 steps) on an RTX 4090 with block swap;
                                      benchmarks/gpu_scale.py measures it on H100/H200
+    train_prior GPU  64 GB  480 min  the mask prior: prior.steps (2000) LoRA steps, once per run
     infer       GPU  64 GB   45 min  30 guided steps + VAE decode
     score       GPU  32 GB   30 min  CLIP + DeQA-Score (7B) on every frame
     prepare     CPU   4 GB   10 min  ffmpeg decode, resize, PNG frames
@@ -75,7 +76,8 @@ CPU_RULES = ("prepare", "masks", "aggregate", "demo_data", "composite", "side_by
 _REAL = {
     "caption": dict(gpu=1, mem_mb=16000, runtime=10, threads=4, mem_scale=0.0, runtime_scale=0.0),
     "train_lora": dict(gpu=1, mem_mb=64000, runtime=120, threads=8, mem_scale=0.3, runtime_scale=0.9),
-    # The mask prior: a train_lora job of prior.steps steps (2000 at ~6.7 s/step, 49 frames, H200).
+    # The mask prior: a train_lora job of prior.steps steps (2000 at 5.7-7.0 s/step, 49 frames, H200:
+    # 3.2-3.9 h; the runtime leaves room for a slower GPU).
     "train_prior": dict(gpu=1, mem_mb=64000, runtime=480, threads=8, mem_scale=0.3, runtime_scale=0.9),
     "infer": dict(gpu=1, mem_mb=64000, runtime=45, threads=8, mem_scale=0.2, runtime_scale=0.8),
     "score": dict(gpu=1, mem_mb=32000, runtime=30, threads=4, mem_scale=0.2, runtime_scale=0.9),
