@@ -138,6 +138,15 @@ def test_mask_prior_named_or_trained(capsys, tmp_path, pipeline):
     assert re.search(r"^  train_prior +1 +1 ", result.out, re.M)  # one job, one GPU
 
 
+def test_teacache_on_hunyuan_is_refused(capsys, tmp_path):
+    config = write_config(tmp_path, None, model={"backend": "tiny-hunyuan", "path": None}, infer={"cache": "teacache"})
+    result = run_check(capsys, tmp_path, config)
+    assert result.code == 1
+    assert (
+        "infer.cache: teacache is fitted to Wan2.1 only, not tiny-hunyuan (use first_block or none)" in result.problems
+    )
+
+
 def test_missing_weights_folder(capsys, tmp_path):
     missing = tmp_path / "no" / "such" / "model"
     result = run_check(capsys, tmp_path, write_config(tmp_path, missing))

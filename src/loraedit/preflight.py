@@ -731,6 +731,15 @@ def train_problems(config: dict) -> list[str]:
     return sorted(set(problems))
 
 
+def cache_problems(config: dict, spec) -> list[str]:
+    """infer.cache that the family cannot run (TeaCache's polynomial is fitted to Wan only)."""
+    from .backends import registry
+
+    if config["infer"].get("cache") == "teacache" and getattr(registry.family(spec), "TEACACHE", None) is None:
+        return [f"infer.cache: teacache is fitted to Wan2.1 only, not {spec.name} (use first_block or none)"]
+    return []
+
+
 def trains_prior(config: dict) -> bool:
     """Whether the run's train_prior job runs: the prior is used and no prior.path names one."""
     return uses_prior(config) and not (config.get("prior") or {}).get("path")
@@ -1108,7 +1117,7 @@ def gpu_slots(run: Run, gpus: list[Gpu]) -> tuple[int, str]:
 def check_inputs(run: Run, spec, report: Report) -> tuple[list[Clip] | None, Path | None]:
     """The config's own consistency, the sheet, every model and ffmpeg: (clips, the checkpoint folder)."""
     report.line(f"config: {', '.join(str(p) for p in run.configfiles)} (valid against {SCHEMA})")
-    for p in mask_mode_problems(run.config) + train_problems(run.config):
+    for p in mask_mode_problems(run.config) + train_problems(run.config) + cache_problems(run.config, spec):
         report.problem(p)
     clips = sheet_clips(run, report)
     folder = check_backend(run, spec, report)
