@@ -133,6 +133,10 @@ def test_init_needs_a_prior_of_the_same_rank():
         tr.start_lora(transformer, dataclasses.replace(SETTINGS, init="prior"), wan)
     with pytest.raises(ValueError, match="the prior has rank 8, train.rank is 4"):
         tr.start_lora(transformer, dataclasses.replace(SETTINGS, init="prior"), wan, _prior_state(rank=8), 8.0)
+    merged = dataclasses.replace(SETTINGS, init="prior-merged")
+    tr.check_init(merged, {})  # stage 1: fine
+    with pytest.raises(ValueError, match="prior-merged cannot continue into stage 2"):
+        tr.check_init(merged, {}, stage2=True)
 
 
 def test_cosine_schedule_ends_at_its_floor():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from loraedit import lora_io
 from loraedit.toy import curve
 from loraedit.toy.eval import TOY_MODEL
 from loraedit.toy.prior import TOY_PRIOR
@@ -26,7 +27,7 @@ MIN_GT_MARGIN_DB = 1.0
 def runs(tmp_path_factory):
     train_cfg, infer_cfg = curve.benchmark_settings(REPO)
     infer_cfg = {**infer_cfg, "num_steps": 10}
-    prior = curve.read_prior(REPO / TOY_PRIOR)
+    prior = lora_io.read_lora(REPO / TOY_PRIOR)
     out = {}
     for init in ("none", "prior"):
         (row,) = curve.clip_curve(

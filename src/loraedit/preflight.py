@@ -718,9 +718,7 @@ def train_problems(config: dict) -> list[str]:
             s = tr.TrainSettings.from_config(train_settings(config, method))
             if s.low_cost:
                 tr.window_starts(int(config["prepare"]["num_frames"]), s.window)
-            tr.check_init(s, {} if uses_prior(config) else None)
-            if method == "mask+ref" and s.init == "prior-merged":
-                raise ValueError("init: prior-merged cannot continue into stage 2 (mask+ref); use init: prior")
+            tr.check_init(s, {} if uses_prior(config) else None, stage2=method == "mask+ref")
         except (ValueError, TypeError) as err:
             problems.append(f"{'train_ref' if method == 'mask+ref' else 'train'}: {err}")
     if trains_prior(config):

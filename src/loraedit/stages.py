@@ -187,8 +187,7 @@ def run_train(
     spec = registry.backend_spec(model_cfg)
     family = registry.family(spec)
     settings = tr.TrainSettings.from_config(train_cfg)  # LoRA targets: train.target_modules or the family's
-    if settings.init == "prior-merged" and init_lora_dir is not None:
-        raise ValueError("train.init: prior-merged cannot continue into stage 2 (mask+ref); use train.init: prior")
+    tr.check_init(settings, None if prior_dir is None else {}, stage2=init_lora_dir is not None)  # before encoding
     device, dtype = _device_dtype(model_cfg)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -400,10 +400,14 @@ def load_lora_state(transformer, state: dict[str, torch.Tensor]) -> None:
 INITS = ("none", "prior", "prior-merged")
 
 
+def lora_rank(state: dict[str, torch.Tensor]) -> int:
+    """The rank of a LoRA state, read from any lora_A: (rank, in_features)."""
+    return next(v.shape[0] for k, v in state.items() if k.endswith("lora_A.weight"))
+
+
 def lora_scale(state: dict[str, torch.Tensor], alpha: float) -> float:
-    """alpha / rank of a LoRA state (its rank read from any lora_A: (rank, in_features))."""
-    rank = next(v.shape[0] for k, v in state.items() if k.endswith("lora_A.weight"))
-    return alpha / rank
+    """alpha / rank of a LoRA state."""
+    return alpha / lora_rank(state)
 
 
 @torch.no_grad()
@@ -420,16 +424,20 @@ def merge_into_base(transformer, state: dict[str, torch.Tensor], alpha: float) -
         layer.weight += (scale * up.float() @ down.float()).to(layer.weight.dtype)
 
 
-def check_init(settings: TrainSettings, prior: dict | None) -> None:
+def check_init(settings: TrainSettings, prior: dict | None, stage2: bool = False) -> None:
+    """The start `settings.init` asks for is known, has its prior, and (stage 2, mask+ref) can continue
+    from a stage-1 LoRA: a prior-merged stage 1 is saved stacked, at another rank than a fresh LoRA."""
     if settings.init not in INITS:
         raise ValueError(f"train.init: unknown {settings.init!r} (choose {'|'.join(INITS)})")
     if settings.init != "none" and prior is None:
         raise ValueError(f"train.init: {settings.init} needs a mask prior (prior.path or the train_prior rule)")
+    if stage2 and settings.init == "prior-merged":
+        raise ValueError("train.init: prior-merged cannot continue into stage 2 (mask+ref); use train.init: prior")
 
 
 def load_prior(transformer, prior: dict[str, torch.Tensor], settings: TrainSettings) -> None:
     """The "prior" start: the attached LoRA (same rank) takes the prior's weights."""
-    prior_rank = next(v.shape[0] for k, v in prior.items() if k.endswith("lora_A.weight"))
+    prior_rank = lora_rank(prior)
     if prior_rank != settings.rank:
         raise ValueError(f"train.init: the prior has rank {prior_rank}, train.rank is {settings.rank}: make them equal")
     dtype = LORA_DTYPES[settings.lora_dtype]

@@ -24,9 +24,7 @@ def prior_settings(config: dict) -> dict:
 
 def uses_prior(config: dict) -> bool:
     """Whether the run needs the mask prior: the `prior` method, or a clip LoRA started from it."""
-    inits = {
-        train_settings(config, m).get("init", "none") for m in config["methods"] if m in ("naive", "mask", "mask+ref")
-    }
+    inits = {train_settings(config, m).get("init", "none") for m in config["methods"] if m in ("mask", "mask+ref")}
     return "prior" in config["methods"] or bool(inits - {"none"})
 
 

@@ -110,18 +110,13 @@ def clip_curve(
     return rows
 
 
-def read_prior(prior_dir: str | Path) -> tuple[dict, float]:
-    """The prior's LoRA state (peft keys) and alpha."""
-    return lora_io.read_lora(prior_dir)
-
-
 def run(args) -> Path:
     out = Path(args.out)
     done = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["clip_id"])
     train_cfg, infer_cfg = benchmark_settings(args.workflow)
     if args.lr is not None:
         train_cfg = {**train_cfg, "lr": args.lr}
-    prior = read_prior(args.prior) if args.init != "none" else None
+    prior = lora_io.read_lora(args.prior) if args.init != "none" else None
     for index in range(args.first_clip, args.first_clip + args.clips):
         clip_id = f"toy100-{index:02d}"
         if clip_id in set(done["clip_id"]):

@@ -15,13 +15,13 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
 from ..atomic import write_json
 from ..caption import DEFAULT_SPECIAL_TOKEN, make_prompt
 from ..commands import command_parser
+from ..manifest import git_info
 from ..prior import REGIONS, PriorClip
 from ..stages import run_train_prior
 from .data import clip_kind, truth_for
@@ -56,13 +56,6 @@ def toy_prior_clips(seed: int, count: int, num_frames: int = 17, size: int = 64)
     return clips
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = command_parser(
         "loraedit toy prior",
@@ -81,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     seed, count = (100, 16) if args.benchmark_clips else (args.seed, args.clips)
     recipe = {**RECIPE, "steps": args.steps, "regions": args.regions}
     out = Path(args.out)
-    started = {"commit": commit(), "date": datetime.date.today().isoformat()}  # the code that trains it
+    # The code that trains it: {commit, dirty} of the checkout (None outside git), read before training.
+    started = {**(git_info() or {"commit": None}), "date": datetime.date.today().isoformat()}
     clips = toy_prior_clips(seed, count)
     history = run_train_prior(
         clips,
