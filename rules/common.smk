@@ -40,6 +40,12 @@ if _prior_path and not os.path.isabs(_prior_path) and not os.path.exists(_prior_
 
 OUT = "results"
 PRIOR = (config.get("prior") or {}).get("path") or f"{OUT}/prior/lora"
+# A named prior that the run uses must hold its LoRA: one line before the DAG, not a missing input later.
+_prior_weights = os.path.join(PRIOR, "pytorch_lora_weights.safetensors")
+if _prior_path and variants.uses_prior(config) and not os.path.isfile(_prior_weights):
+    raise ValueError(
+        f"prior.path: {_prior_path}: no pytorch_lora_weights.safetensors (train one: set prior.path: null)"
+    )
 # A plain-JSON copy of the config for scripts that record it (the live object may hold
 # non-picklable Snakemake values when run through the Python API).
 CONFIG_SNAPSHOT = json.loads(json.dumps(config, default=str))

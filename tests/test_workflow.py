@@ -140,6 +140,12 @@ def test_bad_sheet_fails_before_the_dag(tmp_path):
     assert "line 3" in out and "bad id" in out
 
 
+def test_a_named_prior_without_its_lora_fails_before_the_dag(tmp_path):
+    proc = _dry_run(tmp_path, "methods: [mask, prior]\nprior:\n  path: no-such-prior\n")
+    assert proc.returncode != 0
+    assert "prior.path: no-such-prior: no pytorch_lora_weights.safetensors" in proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("part", ["train", "train_ref"])  # train_ref: stage 2 (mask+ref) on top of train
 def test_train_and_infer_mask_downsampling_must_agree(tmp_path, part):
     modes = {"train": "nearest", part: "conservative", "infer": "nearest"}  # the demo's default: conservative
